@@ -1,0 +1,172 @@
+"""The event record (REALTIME.md): one JSON object per line, one definition for everyone.
+
+Field names are fixed: add, never rename. The generator's ground truth uses the same
+names for onset/apex/offset frames, kind and label (see GroundTruth).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import IO, Iterable, Iterator
+
+SCHEMA_VERSION = 1
+KINDS = ("micro", "macro")
+
+
+class EventFormatError(ValueError):
+    """A line of an events / ground-truth file that is not a valid record."""
+
+
+@dataclass
+class Event:
+    """One spotted (and, once recognised, labelled) expression.
+
+    Times ``*_t`` are seconds from the start of the source (frame index / fps for files,
+    capture clock for cameras). ``decided_t`` is when the (provisional) label became
+    available, ``finalised_t`` when micro/macro became certain (at the offset, or 500 ms
+    after onset). ``latency_ms`` holds at least ``decision`` = ``wait`` + ``compute``
+    (apex captured -> label available) and ``final`` (apex captured -> kind final).
+    """
+
+    source: str
+    fps: float
+    onset_frame: int
+    apex_frame: int
+    offset_frame: int
+    onset_t: float
+    apex_t: float
+    offset_t: float
+    kind: str
+    label: str | None = None
+    probs: dict[str, float] = field(default_factory=dict)
+    peak_motion: float = 0.0
+    decided_t: float | None = None
+    finalised_t: float | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    face_id: int | None = None
+    schema: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise EventFormatError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if not (self.onset_frame <= self.apex_frame <= self.offset_frame):
+            raise EventFormatError(
+                f"frames must satisfy onset <= apex <= offset, got "
+                f"{self.onset_frame}, {self.apex_frame}, {self.offset_frame}"
+            )
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["schema"] = self.schema
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, d: dict, *, where: str = "") -> "Event":
+        return _from_dict(cls, d, where)
+
+
+@dataclass
+class GroundTruth:
+    """A true interval written by the generator beside a clip (same field names as Event)."""
+
+    onset_frame: int
+    apex_frame: int
+    offset_frame: int
+    kind: str
+    label: str | None
+    fps: float
+    onset_t: float = 0.0
+    apex_t: float = 0.0
+    offset_t: float = 0.0
+    au: str = ""
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS + ("blink",):
+            raise EventFormatError(f"kind must be micro, macro or blink, got {self.kind!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, *, where: str = "") -> "GroundTruth":
+        return _from_dict(cls, d, where)
+
+
+def _from_dict(cls, d: dict, where: str):
+    if not isinstance(d, dict):
+        raise EventFormatError(f"{where}: expected a JSON object, got {type(d).__name__}")
+    names = {f.name for f in fields(cls)}
+    required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+    missing = required - d.keys()
+    if missing:
+        raise EventFormatError(f"{where}: missing field(s) {sorted(missing)}")
+    try:
+        return cls(**{k: v for k, v in d.items() if k in names})
+    except (TypeError, ValueError) as e:
+        raise EventFormatError(f"{where}: {e}") from None
+
+
+class EventWriter:
+    """Append events to a JSON-lines file, flushed (and fsynced) line by line.
+
+    A crash or kill loses at most the event being written.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, fsync: bool = True) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh: IO[str] | None = open(self.path, "a", encoding="utf-8")
+        self._fsync = fsync
+        self.count = 0
+
+    def write(self, event: Event) -> None:
+        if self._fh is None:
+            raise RuntimeError(f"{self.path}: writer is closed")
+        self._fh.write(event.to_json() + "\n")
+        self._fh.flush()
+        if self._fsync:
+            os.fsync(self._fh.fileno())
+        self.count += 1
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> "EventWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise EventFormatError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+
+
+def read_events(path: str | os.PathLike) -> list[Event]:
+    return [Event.from_dict(d, where=f"{path}:{n}") for n, d in _iter_json_lines(path)]
+
+
+def read_ground_truth(path: str | os.PathLike) -> list[GroundTruth]:
+    return [GroundTruth.from_dict(d, where=f"{path}:{n}") for n, d in _iter_json_lines(path)]
+
+
+def write_ground_truth(path: str | os.PathLike, truths: Iterable[GroundTruth]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for t in truths:
+            fh.write(json.dumps(t.to_dict(), separators=(",", ":")) + "\n")
