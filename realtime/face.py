@@ -11,10 +11,28 @@ of a sample or event, because brows and chin move in the very expressions we cla
 
 Images are OpenCV BGR uint8 (H, W, 3) or greyscale (H, W); greyscale frames (SAMM) are
 given three identical channels by ``ensure_bgr`` in training and live alike.
+
+Detectors and landmark models (REALTIME.md, "face tracker"; STACK.md, dlib and mediapipe):
+
+- ``DlibDetector``: dlib's HOG detector, the paper's (~14 ms per 640x480 frame).
+- ``MediaPipeDetector``: MediaPipe BlazeFace (short range) through the Tasks API, offline
+  from the bundled ``assets/face_detection_short_range.tflite`` (~1 ms per inference; wide
+  frames add three overlapping square tiles so small faces are found). Its boxes are
+  mapped to the HOG convention (``BLAZEFACE_TO_HOG``), because dlib's 68-point predictor
+  was trained on HOG boxes and shifts its landmarks on boxes of another shape.
+- ``Landmarks68``: dlib's 68-point predictor (~0.7 ms).
+- ``FaceMesh``: MediaPipe's 468-point mesh (``assets/face_landmark.tflite`` under
+  ai-edge-litert), read out as the 68 dlib points through ``MESH_TO_68``.
+
+``face_models(kind)`` builds the pairs the tracker offers: "dlib" (HOG + 68 points, the
+paper's), "fast" (BlazeFace + 68 points) and "mediapipe" (BlazeFace + mesh).
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
+import math
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,15 +208,21 @@ def dlib_predictor_path() -> Path:
     return p
 
 
+@functools.lru_cache(maxsize=1)
+def _hog_detector():
+    """dlib's frontal HOG detector, built once per process (~1-2 s to deserialise)."""
+    import dlib
+
+    return dlib.get_frontal_face_detector()
+
+
 class DlibDetector:
     """dlib's frontal HOG detector (the paper's). ~14 ms per 640x480 frame on one core."""
 
     name = "dlib"
 
     def __init__(self, upsample: int = 0) -> None:
-        import dlib
-
-        self._det = dlib.get_frontal_face_detector()
+        self._det = _hog_detector()
         self.upsample = upsample
 
     def detect(self, image: np.ndarray) -> list[FaceBox]:
@@ -208,17 +232,24 @@ class DlibDetector:
         return sorted(boxes, key=lambda b: -b.area)
 
 
+@functools.lru_cache(maxsize=4)
+def _shape_predictor(path: str):
+    """Load a dlib shape predictor once per process (the 68-point file is 100 MB and takes
+    ~1 s to read); instances share it, as prediction does not modify it."""
+    import dlib
+
+    try:
+        return dlib.shape_predictor(path)
+    except RuntimeError as e:
+        raise FaceModelError(f"{path}: not a dlib shape predictor ({e})") from None
+
+
 class Landmarks68:
     """dlib's 68-point shape predictor (trained on iBUG 300-W; non-commercial terms)."""
 
     def __init__(self, model_path: str | Path | None = None) -> None:
-        import dlib
-
         path = Path(model_path) if model_path else dlib_predictor_path()
-        try:
-            self._sp = dlib.shape_predictor(str(path))
-        except RuntimeError as e:
-            raise FaceModelError(f"{path}: not a dlib shape predictor ({e})") from None
+        self._sp = _shape_predictor(str(path.resolve()))
 
     def __call__(self, image: np.ndarray, box: FaceBox) -> np.ndarray:
         """(68, 2) float32 landmark coordinates in image pixels."""
@@ -292,3 +323,355 @@ class FaceAligner:
             raise ValueError(f"{where}: no frames given")
         m = self.transform_of(frames[0], where=f"{where} (onset frame)")
         return [warp_face(f, m, self.size) for f in frames], m
+
+
+# ---------------------------------------------------------------------------------------
+# Box conventions. dlib's 68-point predictor was trained on boxes from dlib's own HOG
+# detector (DATASETS.md, "Alignment"): every other box is mapped to that convention first.
+
+@dataclass(frozen=True)
+class BoxMapping:
+    """Map a box to the HOG convention: the centre moves by (dx * width, dy * height) and
+    both sides are multiplied by ``scale``."""
+
+    dx: float
+    dy: float
+    scale: float
+
+    def apply(self, box: FaceBox) -> FaceBox:
+        cx, cy = box.center
+        cx, cy = cx + self.dx * box.width, cy + self.dy * box.height
+        hw, hh = self.scale * box.width / 2, self.scale * box.height / 2
+        return FaceBox(cx - hw, cy - hh, cx + hw, cy + hh, box.score)
+
+    def invert(self, box: FaceBox) -> FaceBox:
+        w, h = box.width / self.scale, box.height / self.scale
+        cx, cy = box.center
+        cx, cy = cx - self.dx * w, cy - self.dy * h
+        return FaceBox(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, box.score)
+
+
+# Fitted by scripts/derive_template.py on the bundled real faces (single_face.jpg, the four
+# faces of multi_face.jpg that HOG finds, the 72 frames of single_face.mp4: 77 faces),
+# against HOG boxes at upsample 0 and 1 pooled (the HOG box itself steps with its image
+# pyramid: the two differ by ~8% in size on the same face).
+# BlazeFace box -> HOG box: BlazeFace boxes sit ~5% of a side lower and ~4% larger.
+# dlib landmarks on mapped BlazeFace boxes vs on HOG boxes (upsample 1): mean 1.1%, max
+# 1.9% of the inter-ocular distance, the same spread as HOG upsample 0 vs 1 (1.2%, 1.9%);
+# the predictor tolerates boxes this close, so the raw box scores about the same.
+BLAZEFACE_TO_HOG = BoxMapping(dx=-0.0142, dy=-0.0498, scale=0.9554)
+# Bounding box of the 68 landmarks -> HOG box: the tracker's next-frame box (landmarks
+# on it: mean 1.2%, max 1.9% of the inter-ocular distance from those on the HOG box).
+LANDMARKS_TO_HOG = BoxMapping(dx=0.0019, dy=-0.0812, scale=1.0261)
+
+# dlib point i <-> its mirror image (used to symmetrise the mean shape).
+MIRROR_68 = tuple(
+    list(range(16, -1, -1))                              # jaw
+    + list(range(26, 21, -1)) + list(range(21, 16, -1))  # brows
+    + [27, 28, 29, 30]                                   # nose bridge
+    + [35, 34, 33, 32, 31]                               # nostrils
+    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]   # eyes
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]   # outer lips
+    + [64, 63, 62, 61, 60, 67, 66, 65]                   # inner lips
+)
+
+
+def landmarks_bbox(landmarks: np.ndarray) -> FaceBox:
+    """Tight axis-aligned box around (K, 2) points."""
+    pts = np.asarray(landmarks, dtype=np.float64)
+    (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
+    return FaceBox(float(x0), float(y0), float(x1), float(y1))
+
+
+def box_from_landmarks(landmarks68: np.ndarray) -> FaceBox:
+    """HOG-convention box for the face whose 68 landmarks are given (tracking without a
+    detector: the next frame's box comes from this frame's landmarks)."""
+    return LANDMARKS_TO_HOG.apply(landmarks_bbox(landmarks68))
+
+
+def inter_ocular(landmarks68: np.ndarray) -> float:
+    """Distance between the two eye centres (means of points 36-41 and 42-47), pixels."""
+    lm = np.asarray(landmarks68, dtype=np.float64)
+    return float(np.linalg.norm(lm[36:42].mean(0) - lm[42:48].mean(0)))
+
+
+def landmark_error(landmarks: np.ndarray, reference: np.ndarray) -> float:
+    """Mean point-to-point distance between two (68, 2) shapes, as a fraction of the
+    reference's inter-ocular distance (the usual 300-W normalisation)."""
+    a = np.asarray(landmarks, dtype=np.float64)
+    b = np.asarray(reference, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"landmark shapes differ: {a.shape} vs {b.shape}")
+    return float(np.linalg.norm(a - b, axis=1).mean() / max(inter_ocular(b), 1e-9))
+
+
+def shape_residual(landmarks68: np.ndarray) -> float:
+    """How far a 68-point shape is from a face: RMS distance, in 224-crop pixels, between
+    the shape after a least-squares similarity onto MEAN_SHAPE_68 and MEAN_SHAPE_68.
+    Real faces stay well below ~10; shapes the predictor regresses on a non-face drift
+    higher (one of the tracker's loss checks)."""
+    lm = np.asarray(landmarks68, dtype=np.float64)
+    m = similarity_transform(lm, MEAN_SHAPE_68)
+    return float(np.sqrt(((transform_points(lm, m) - MEAN_SHAPE_68) ** 2).sum(1).mean()))
+
+
+def roll_degrees(landmarks68: np.ndarray) -> float:
+    """In-plane head rotation from the outer eye corners (36, 45), degrees, positive
+    clockwise in the image."""
+    lm = np.asarray(landmarks68, dtype=np.float64)
+    dx, dy = lm[45] - lm[36]
+    return math.degrees(math.atan2(dy, dx))
+
+
+# ---------------------------------------------------------------------------------------
+# MediaPipe models (STACK.md): the two .tflite files from the mediapipe 0.10.21 wheel,
+# bundled in realtime/assets (Apache-2.0, see assets/MODELS.md).
+
+BLAZEFACE_MODEL = "face_detection_short_range.tflite"
+MESH_MODEL = "face_landmark.tflite"
+
+
+def mediapipe_model_path(name: str) -> Path:
+    """Locate a bundled MediaPipe model file, or say how to restore it."""
+    from realtime import assets
+
+    p = assets.ASSETS_DIR / name
+    if not p.is_file():
+        raise FaceModelError(
+            f"MediaPipe model {name} is missing from {assets.ASSETS_DIR}. Restore it from the "
+            f"repository, or take it from the mediapipe 0.10.21 wheel: pip download --no-deps "
+            f"--only-binary=:all: mediapipe==0.10.21, unzip, and copy "
+            f"mediapipe/modules/*/{name} there (see realtime/assets/MODELS.md)"
+        )
+    return p
+
+
+@dataclass(frozen=True)
+class BlazeFaceDetection:
+    """One raw BlazeFace detection: its own box (not the HOG convention), six keypoints
+    in pixels (subject's right eye, left eye, nose tip, mouth, right ear, left ear) and
+    its score in [0, 1]."""
+
+    box: FaceBox
+    keypoints: np.ndarray  # (6, 2) float32
+    score: float
+
+
+def square_tiles(height: int, width: int) -> list[tuple[int, int, int]]:
+    """Overlapping square tiles (x0, y0, side) along the long side of a non-square frame.
+
+    BlazeFace sees the frame letterboxed to 128x128, so a face that is small relative to
+    the frame (five people in one photo) shrinks below what it finds. Square tiles of the
+    short side keep the scale up; adjacent tiles overlap by at least half a side, so any
+    face narrower than that lies whole in one tile. Empty for near-square frames."""
+    side, long = min(height, width), max(height, width)
+    if long <= 1.15 * side:
+        return []
+    n = math.ceil(long / side) + 1
+    starts = np.linspace(0, long - side, n).round().astype(int)
+    if width >= height:
+        return [(int(s), 0, side) for s in starts]
+    return [(0, int(s), side) for s in starts]
+
+
+def _nms(dets: list[BlazeFaceDetection], iou: float) -> list[BlazeFaceDetection]:
+    keep: list[BlazeFaceDetection] = []
+    for d in sorted(dets, key=lambda d: -d.score):
+        if all(d.box.iou(k.box) <= iou for k in keep):
+            keep.append(d)
+    return keep
+
+
+def _close_task(task) -> None:
+    """Close a MediaPipe task quietly, also during interpreter exit (weakref.finalize).
+
+    At exit the task's dispatcher thread pool may already be shut down, so its close()
+    raises; the process is ending and frees everything anyway, so the handle is dropped
+    instead, which also keeps the task's own __del__ from failing during module teardown."""
+    try:
+        task.close()
+    except Exception:
+        task._handle = None
+
+
+class MediaPipeDetector:
+    """MediaPipe BlazeFace (short-range model) through the Tasks API, offline.
+
+    ``detect`` returns boxes in the HOG convention (``BLAZEFACE_TO_HOG``), so it can stand
+    in for ``DlibDetector`` in front of ``Landmarks68`` and ``FaceAligner``;
+    ``detect_blazeface`` returns the raw detections with their keypoints.
+
+    min_confidence: BlazeFace score threshold. Every real face on the bundled media scores
+    >= 0.86 (with tiles); lettering in the animation of no_face.mp4 draws false detections
+    up to 0.74. MediaPipe's own default, 0.5, lets those through.
+    tiles: also run on overlapping square tiles of non-square frames (``square_tiles``),
+    so small faces in wide frames are found; costs ~3 extra inferences per call.
+    """
+
+    name = "mediapipe"
+
+    def __init__(self, min_confidence: float = 0.8, tiles: bool = True,
+                 model_path: str | Path | None = None) -> None:
+        path = Path(model_path) if model_path else mediapipe_model_path(BLAZEFACE_MODEL)
+        if not path.is_file():
+            raise FaceModelError(f"{path}: BlazeFace model file not found; pass the path of "
+                                 f"{BLAZEFACE_MODEL} (see realtime/assets/MODELS.md)")
+        import mediapipe as mp
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        options = vision.FaceDetectorOptions(
+            base_options=BaseOptions(model_asset_path=str(path)),
+            running_mode=vision.RunningMode.IMAGE,
+            min_detection_confidence=float(min_confidence),
+        )
+        try:
+            self._det = vision.FaceDetector.create_from_options(options)
+        except Exception as e:  # the Tasks API raises RuntimeError/ValueError variants
+            raise FaceModelError(f"{path}: could not load as a MediaPipe face detector ({e}); "
+                                 f"restore {BLAZEFACE_MODEL} (see realtime/assets/MODELS.md)") from None
+        self._finalizer = weakref.finalize(self, _close_task, self._det)
+        self._mp = mp
+        self.min_confidence = float(min_confidence)
+        self.tiles = tiles
+
+    def _run(self, rgb: np.ndarray, x0: int = 0, y0: int = 0) -> list[BlazeFaceDetection]:
+        h, w = rgb.shape[:2]
+        image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+        out = []
+        for d in self._det.detect(image).detections:
+            b = d.bounding_box
+            kp = np.array([(k.x * w + x0, k.y * h + y0) for k in d.keypoints], dtype=np.float32).reshape(-1, 2)
+            box = FaceBox(b.origin_x + x0, b.origin_y + y0, b.origin_x + b.width + x0, b.origin_y + b.height + y0,
+                          float(d.categories[0].score))
+            out.append(BlazeFaceDetection(box, kp, box.score))
+        return out
+
+    def detect_blazeface(self, image: np.ndarray) -> list[BlazeFaceDetection]:
+        """Raw BlazeFace detections (its own box convention), largest first."""
+        rgb = cv2.cvtColor(ensure_bgr(image), cv2.COLOR_BGR2RGB)
+        dets = self._run(rgb)
+        if self.tiles:
+            for x0, y0, side in square_tiles(*rgb.shape[:2]):
+                margin = 0.02 * side
+                for d in self._run(rgb[y0:y0 + side, x0:x0 + side], x0, y0):
+                    b = d.box
+                    # A box touching a tile edge inside the frame is a cut face: another
+                    # tile (or the full frame) sees it whole.
+                    cut = ((x0 > 0 and b.left < x0 + margin) or (y0 > 0 and b.top < y0 + margin)
+                           or (x0 + side < rgb.shape[1] and b.right > x0 + side - margin)
+                           or (y0 + side < rgb.shape[0] and b.bottom > y0 + side - margin))
+                    if not cut:
+                        dets.append(d)
+            dets = _nms(dets, 0.3)
+        return sorted(dets, key=lambda d: -d.box.area)
+
+    def detect(self, image: np.ndarray) -> list[FaceBox]:
+        """Faces in the HOG convention, largest first."""
+        return [BLAZEFACE_TO_HOG.apply(d.box) for d in self.detect_blazeface(image)]
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+# MediaPipe mesh vertex read as each dlib point (index = dlib point), chosen by
+# scripts/derive_template.py as the vertex nearest that dlib point, on average, on the 77
+# bundled faces. For the alignment points: chin 152 (dlib 8, 6.8% of the inter-ocular
+# distance away) and 148 (dlib 7, 9.6%); brow 334 (dlib 24, the middle of the upper brow
+# edge, 8.5%; the next candidates 296 and 282 are 13%); inner eye corners 155 and 382
+# (dlib 39 and 42, 2.2% and 1.1%), which sit closer to dlib's corners than 133 and 362
+# (3.7%, 2.3%). Aligning with these five instead of dlib's moves dlib's points by 3.6 px
+# on average (max 4.7 px) in the 224 crop (3.7 px with 133/362): a definitional offset
+# between the two landmark sets, so crops from the "mediapipe" kind differ from training
+# crops (dlib) by about that much; the "fast" kind uses dlib's own points.
+MESH_TO_68 = (
+    127, 227, 93, 215, 172, 136, 149, 148, 152, 377, 378, 365, 367, 435, 323, 454, 356,  # jaw 0-16
+    70, 63, 105, 66, 107, 336, 296, 334, 293, 300,                                      # brows 17-26
+    168, 197, 5, 4, 240, 97, 2, 326, 305,                                               # nose 27-35
+    246, 160, 158, 155, 153, 144, 382, 385, 386, 466, 373, 380,                         # eyes 36-47
+    61, 39, 37, 0, 267, 269, 306, 405, 314, 17, 84, 91,                                 # outer lips 48-59
+    62, 38, 13, 312, 308, 317, 15, 86,                                                  # inner lips 60-67
+)
+# The five alignment points (ALIGN_INDICES) as mesh vertices: (148, 152, 334, 155, 382).
+MESH_ALIGN_INDICES = tuple(MESH_TO_68[i] for i in ALIGN_INDICES)
+
+
+class FaceMesh:
+    """MediaPipe's 468-point face mesh (face_landmark.tflite) under ai-edge-litert.
+
+    The model takes a 192x192 RGB crop in [0, 1] centred on the BlazeFace box with side
+    1.5x its larger edge (STACK.md), upright or rotated by the head's roll. Called like
+    ``Landmarks68`` with a HOG-convention box, it returns the 68 dlib points read off the
+    mesh (``MESH_TO_68``); ``mesh`` gives all 468 (x, y, z) points and the face presence.
+    """
+
+    INPUT = 192
+
+    def __init__(self, model_path: str | Path | None = None, num_threads: int = 1) -> None:
+        path = Path(model_path) if model_path else mediapipe_model_path(MESH_MODEL)
+        if not path.is_file():
+            raise FaceModelError(f"{path}: face mesh model file not found; pass the path of "
+                                 f"{MESH_MODEL} (see realtime/assets/MODELS.md)")
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise FaceModelError("the 468-point mesh runs under ai-edge-litert, which is not "
+                                 "installed: pip install ai-edge-litert==2.3.0 (extra 'faces')") from None
+        try:
+            self._it = Interpreter(model_path=str(path), num_threads=num_threads)
+            self._it.allocate_tensors()
+        except Exception as e:
+            raise FaceModelError(f"{path}: could not load as a TFLite model ({e}); restore "
+                                 f"{MESH_MODEL} (see realtime/assets/MODELS.md)") from None
+        self._in = self._it.get_input_details()[0]["index"]
+        outs = {tuple(o["shape"]): o["index"] for o in self._it.get_output_details()}
+        self._out_mesh, self._out_flag = outs[(1, 1, 1, 1404)], outs[(1, 1, 1, 1)]
+        self.last_presence = 0.0
+
+    @staticmethod
+    def crop_transform(box: FaceBox, roll_deg: float = 0.0, size: int = INPUT) -> np.ndarray:
+        """2x3 image -> crop transform for a HOG-convention box: centred on the BlazeFace
+        box it maps back to, side 1.5x that box's larger edge, rotated by ``roll_deg``."""
+        bf = BLAZEFACE_TO_HOG.invert(box)
+        side = 1.5 * max(bf.width, bf.height)
+        m = cv2.getRotationMatrix2D(bf.center, roll_deg, size / side)
+        m[:, 2] += np.array([size / 2, size / 2]) - np.array(bf.center)
+        return m
+
+    def mesh(self, image: np.ndarray, box: FaceBox, roll_deg: float = 0.0) -> tuple[np.ndarray, float]:
+        """((468, 3) float32 points, x and y in image pixels, z in crop units; face
+        presence probability)."""
+        m = self.crop_transform(box, roll_deg)
+        crop = cv2.warpAffine(ensure_bgr(image), m, (self.INPUT, self.INPUT), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT)
+        x = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32)[None] / 255.0  # (1, 192, 192, 3)
+        self._it.set_tensor(self._in, x)
+        self._it.invoke()
+        pts = self._it.get_tensor(self._out_mesh).reshape(468, 3).copy()
+        logit = float(self._it.get_tensor(self._out_flag).ravel()[0])
+        self.last_presence = 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, logit))))
+        pts[:, :2] = transform_points(pts[:, :2], cv2.invertAffineTransform(m))
+        return pts.astype(np.float32), self.last_presence
+
+    def __call__(self, image: np.ndarray, box: FaceBox, roll_deg: float = 0.0) -> np.ndarray:
+        """(68, 2) float32 dlib-numbered points read off the mesh."""
+        pts, _ = self.mesh(image, box, roll_deg)
+        return pts[list(MESH_TO_68), :2].copy()
+
+
+TRACKER_KINDS = ("fast", "dlib", "mediapipe")
+
+
+def face_models(kind: str = "fast", *, dlib_upsample: int = 0):
+    """(detector, landmarks) for a tracker kind:
+
+    - "dlib": HOG detector + dlib 68 points (the paper's; detection ~14 ms at 640x480);
+    - "fast": BlazeFace + dlib 68 points on the mapped box (detection ~1-4 ms);
+    - "mediapipe": BlazeFace + the 468-point mesh read as 68 points.
+    """
+    if kind == "dlib":
+        return DlibDetector(upsample=dlib_upsample), Landmarks68()
+    if kind == "fast":
+        return MediaPipeDetector(), Landmarks68()
+    if kind == "mediapipe":
+        return MediaPipeDetector(), FaceMesh()
+    raise ValueError(f"unknown face tracker kind {kind!r}: choose one of {', '.join(TRACKER_KINDS)}")
