@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import io
 import math
 import os
 import re
@@ -477,39 +478,54 @@ def _read_tables(path: Path) -> dict[str | None, "object"]:
     ext = path.suffix.lower()
     if ext == ".csv":
         last: Exception | None = None
+        # The csv module, not pandas.read_csv: annotation CSVs exported from spreadsheets
+        # have ragged rows (a notes block above the header), which pandas rejects.
+        import csv
+
+        raw = path.read_bytes()
         for enc in ("utf-8-sig", "cp1252", "latin-1"):
             try:
-                return {None: pd.read_csv(path, header=None, dtype=str, keep_default_na=False,
-                                          skip_blank_lines=False, encoding=enc)}
+                text = raw.decode(enc)
+                break
             except UnicodeDecodeError as e:
                 last = e
-            except pd.errors.EmptyDataError:
-                raise DatasetError(f"{path}: the CSV file is empty") from None
-        raise DatasetError(f"{path}: cannot decode the CSV ({last}); save it as UTF-8")
-    if ext in (".xlsx", ".xlsm"):
+        else:  # latin-1 decodes every byte string, so this is unreachable in practice
+            raise DatasetError(f"{path}: cannot decode the CSV ({last}); save it as UTF-8")
+        if "\x00" in text:
+            raise DatasetError(f"{path}: not a text CSV (it contains NUL bytes); "
+                               "save the sheet again as CSV or .xlsx")
         try:
-            return pd.read_excel(path, sheet_name=None, header=None, dtype=object, engine="openpyxl")
-        except Exception as e:  # zipfile.BadZipFile, openpyxl errors
-            raise DatasetError(f"{path}: cannot read the workbook ({type(e).__name__}: {e}); "
-                               "open it in a spreadsheet program and save it again as .xlsx or .csv") from None
+            rows = list(csv.reader(io.StringIO(text, newline="")))
+        except csv.Error as e:
+            raise DatasetError(f"{path}: malformed CSV ({e}); save the sheet again as CSV") from None
+        if not any(any(c.strip() for c in r) for r in rows):
+            raise DatasetError(f"{path}: the CSV file is empty")
+        width = max(len(r) for r in rows)
+        return {None: pd.DataFrame([r + [""] * (width - len(r)) for r in rows], dtype=object)}
+    if ext in (".xlsx", ".xlsm"):
+        return _read_workbook(path, "openpyxl")
     if ext == ".xls":
         import importlib.util
 
         with open(path, "rb") as fh:
             is_zip = fh.read(2) == b"PK"             # an .xlsx workbook saved under .xls
         if is_zip:
-            return pd.read_excel(path, sheet_name=None, header=None, dtype=object, engine="openpyxl")
-        try:
-            if importlib.util.find_spec("xlrd") is None:
-                raise ImportError("xlrd")
-            return pd.read_excel(path, sheet_name=None, header=None, dtype=object, engine="xlrd")
-        except ImportError:
+            return _read_workbook(path, "openpyxl")
+        if importlib.util.find_spec("xlrd") is None:
             raise DatasetError(f"{path}: reading old .xls workbooks needs the xlrd package "
-                               "(pip install xlrd), or save the sheet as .xlsx or .csv") from None
-        except Exception as e:
-            raise DatasetError(f"{path}: cannot read the workbook ({type(e).__name__}: {e}); "
-                               "save it again as .xlsx or .csv") from None
+                               "(pip install xlrd), or save the sheet as .xlsx or .csv")
+        return _read_workbook(path, "xlrd")
     raise DatasetError(f"{path}: not a spreadsheet (expected .xlsx, .xls or .csv)")
+
+
+def _read_workbook(path: Path, engine: str) -> dict[str | None, "object"]:
+    import pandas as pd
+
+    try:
+        return pd.read_excel(path, sheet_name=None, header=None, dtype=object, engine=engine)
+    except Exception as e:  # zipfile.BadZipFile, openpyxl/xlrd errors: any damage to the file
+        raise DatasetError(f"{path}: cannot read the workbook ({type(e).__name__}: {e}); "
+                           "open it in a spreadsheet program and save it again as .xlsx or .csv") from None
 
 
 def read_sheet(path: str | Path, fields: Sequence[str], required: Sequence[str],

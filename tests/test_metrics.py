@@ -1,0 +1,79 @@
+"""UF1 / UAR / ACC / confusion matrix against scikit-learn, including classes absent from a set."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, f1_score, recall_score
+from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+from train import metrics
+
+
+def _sk(y_true, y_pred, c):
+    labels = list(range(c))
+    return (
+        f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0),
+        recall_score(y_true, y_pred, labels=labels, average="macro", zero_division=0),
+        accuracy_score(y_true, y_pred),
+    )
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_predictions_match_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    c = int(rng.integers(2, 7))
+    n = int(rng.integers(1, 60))
+    # Draw from a random subset of classes so some classes are absent from the truth,
+    # from the predictions, or from both (as in a single LOSO fold).
+    true_classes = rng.choice(c, size=int(rng.integers(1, c + 1)), replace=False)
+    pred_classes = rng.choice(c, size=int(rng.integers(1, c + 1)), replace=False)
+    y_true = rng.choice(true_classes, size=n)
+    y_pred = rng.choice(pred_classes, size=n)
+    f1, rec, acc = _sk(y_true, y_pred, c)
+    assert metrics.uf1(y_true, y_pred, c) == pytest.approx(f1, abs=1e-12)
+    assert metrics.uar(y_true, y_pred, c) == pytest.approx(rec, abs=1e-12)
+    assert metrics.accuracy(y_true, y_pred) == pytest.approx(acc, abs=1e-12)
+    np.testing.assert_array_equal(
+        metrics.confusion_matrix(y_true, y_pred, c), sk_confusion_matrix(y_true, y_pred, labels=list(range(c)))
+    )
+    s = metrics.summarize(y_true, y_pred, [f"c{i}" for i in range(c)])
+    assert s["uf1"] == pytest.approx(f1, abs=1e-12) and s["uar"] == pytest.approx(rec, abs=1e-12)
+    assert s["n"] == n and sum(v["support"] for v in s["per_class"].values()) == n
+
+
+def test_hand_computed_absent_class():
+    # 3 classes; class 2 never occurs in the truth and is never predicted.
+    y_true = [0, 0, 1, 1]
+    y_pred = [0, 1, 1, 1]
+    # F1_0 = 2*1/(2+0+1) = 2/3 ; F1_1 = 2*2/(4+1+0) = 4/5 ; F1_2 = 0 (no support, no prediction)
+    assert metrics.uf1(y_true, y_pred, 3) == pytest.approx((2 / 3 + 4 / 5 + 0) / 3)
+    # recall: 1/2, 1, 0
+    assert metrics.uar(y_true, y_pred, 3) == pytest.approx((0.5 + 1.0) / 3)
+    # present_only averages over classes seen in truth or predictions
+    assert metrics.uf1(y_true, y_pred, 3, present_only=True) == pytest.approx((2 / 3 + 4 / 5) / 2)
+    assert metrics.accuracy(y_true, y_pred) == 0.75
+
+
+def test_pooling_differs_from_fold_average():
+    # The paper pools predictions over folds; averaging per-fold UF1 would give another number.
+    folds = [([0, 0], [0, 0]), ([1, 2], [1, 1])]
+    pooled_t = sum((list(t) for t, _ in folds), [])
+    pooled_p = sum((list(p) for _, p in folds), [])
+    pooled = metrics.uf1(pooled_t, pooled_p, 3)
+    assert pooled == pytest.approx(f1_score(pooled_t, pooled_p, labels=[0, 1, 2], average="macro", zero_division=0))
+    averaged = np.mean([metrics.uf1(t, p, 3) for t, p in folds])
+    assert pooled != pytest.approx(averaged)
+
+
+def test_bad_indices_name_the_problem():
+    with pytest.raises(ValueError, match="outside 0..2"):
+        metrics.confusion_matrix([0, 3], [0, 1], 3)
+    with pytest.raises(ValueError, match="differ in length"):
+        metrics.confusion_matrix([0, 1], [0], 3)
+
+
+def test_chance_uar_is_one_over_c():
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 3, size=20000)
+    y_pred = rng.integers(0, 3, size=20000)
+    assert metrics.uar(y_true, y_pred, 3) == pytest.approx(metrics.chance_uar(3), abs=0.02)
