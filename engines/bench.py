@@ -1,0 +1,275 @@
+"""Benchmark every engine this machine can run: ``python -m engines.bench --help``.
+
+For each engine (eager fp32 torch, ONNX Runtime fp32, ONNX Runtime int8, the CUDA fp16
+graph engine if there is a GPU, TensorRT if it is installed and a plan is given) it
+times ``Recognizer.predict`` -- the path the live loop calls, input checks and layout
+conversion included -- on aligned face pairs from the bundled sample video:
+- per-pair latency at batch 1 (p50, p99 over --repeats calls);
+- throughput at batch --batch (pairs/s from the median call);
+- max |p - p_eager_fp32| over the face pairs (parity).
+It prints a markdown table with the machine's description and writes the same as JSON.
+
+By default the network is full width (1.0) with random weights, which is fine for
+timing; --checkpoint times real weights. CI machines are shared, so the table also has
+the best call (min) and the process CPU time per call, and the load average before and
+after is recorded: a busy neighbour shows up as p50 >> min, and with --threads 1 the CPU
+time is close to what an idle core would take.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("engines.bench")
+
+ALL_ENGINES = ("torch", "onnx", "onnx-int8", "cuda", "tensorrt")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    import onnxruntime as ort
+    import torch
+
+    from engines.runners import physical_cores
+
+    d = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": cpu_model(),
+        "cores_physical": physical_cores(),
+        "cores_logical": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "onnxruntime": ort.__version__,
+        "gpu": None,
+        "cuda": torch.version.cuda,
+        "tensorrt": None,
+    }
+    if torch.cuda.is_available():
+        d["gpu"] = torch.cuda.get_device_name(0)
+        d["compute_capability"] = "%d.%d" % torch.cuda.get_device_capability(0)
+    try:
+        import tensorrt
+
+        d["tensorrt"] = tensorrt.__version__
+    except ImportError:
+        pass
+    if hasattr(os, "getloadavg"):
+        d["loadavg_1min"] = round(os.getloadavg()[0], 2)
+    return d
+
+
+def time_recognizer(rec, onset: np.ndarray, apex: np.ndarray, repeats: int, batch: int, batch_repeats: int) -> dict:
+    """Latency at batch 1 and throughput at ``batch`` of rec.predict on the given pairs."""
+    k = len(onset)
+    for i in range(3):  # warm-up: lazy allocations, cuDNN/ORT kernel choice
+        rec.predict(onset[i % k], apex[i % k])
+    lat, cpu = [], []
+    for i in range(repeats):
+        t, c = time.perf_counter(), time.process_time()
+        rec.predict(onset[i % k], apex[i % k])
+        lat.append((time.perf_counter() - t) * 1e3)
+        cpu.append((time.process_time() - c) * 1e3)
+    reps = -(-batch // k)
+    big_on, big_ap = np.concatenate([onset] * reps)[:batch], np.concatenate([apex] * reps)[:batch]
+    rec.predict(big_on, big_ap)
+    big = []
+    for _ in range(batch_repeats):
+        t = time.perf_counter()
+        rec.predict(big_on, big_ap)
+        big.append(time.perf_counter() - t)
+    return {
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "min_ms": float(np.min(lat)),
+        # CPU time of this process per call (all its threads): with one thread, the latency an idle core would give.
+        "cpu_ms": float(np.median(cpu)),
+        "batch": batch,
+        "pairs_per_s": float(batch / np.median(big)),
+    }
+
+
+def build_recognizers(graph, info, engines: list[str], tmp: Path, *, threads: int | None, plan: Path | None,
+                      calib_pairs, spin: bool, compile: bool):
+    """Yield (label, Recognizer or None, note) for each engine asked for."""
+    import torch
+
+    from engines.export import export_onnx
+    from engines.recognizer import Recognizer
+
+    fp32_onnx = None
+    for name in engines:
+        try:
+            if name == "torch":
+                from engines.runners.torch_runner import TorchRunner
+
+                yield "eager torch fp32 (cpu)", Recognizer(TorchRunner(copy.deepcopy(graph), info, threads=threads)), ""
+                if torch.cuda.is_available():
+                    yield "eager torch fp32 (cuda)", Recognizer(TorchRunner(copy.deepcopy(graph), info, "cuda")), ""
+            elif name in ("onnx", "onnx-int8"):
+                from engines.runners.onnxruntime_runner import OrtRunner
+
+                if fp32_onnx is None:
+                    fp32_onnx = export_onnx(copy.deepcopy(graph), info, tmp / "fp32.onnx")
+                if name == "onnx":
+                    yield "onnxruntime fp32", Recognizer(OrtRunner(fp32_onnx, threads=threads, spin=spin)), ""
+                else:
+                    from engines.quantize import quantize_qdq
+
+                    int8 = quantize_qdq(fp32_onnx, tmp / "int8.onnx", *calib_pairs, target="cpu")
+                    yield "onnxruntime int8 (u8s8 Q/DQ)", Recognizer(OrtRunner(int8, threads=threads, spin=spin)), ""
+                    # The TensorRT-style graph (symmetric int8 activations, float bias) on the same CPU.
+                    sym = quantize_qdq(fp32_onnx, tmp / "int8-trt.onnx", *calib_pairs, target="tensorrt")
+                    yield ("onnxruntime int8 (s8s8 Q/DQ, TensorRT input)",
+                           Recognizer(OrtRunner(sym, threads=threads, spin=spin)), "")
+            elif name == "cuda":
+                if not torch.cuda.is_available():
+                    yield "cuda fp16 graphs", None, "no CUDA GPU"
+                    continue
+                from engines.runners.cuda_runner import CudaRunner
+
+                yield "cuda fp16 graphs", Recognizer(CudaRunner(copy.deepcopy(graph), info, compile=compile)), ""
+            elif name == "tensorrt":
+                try:
+                    import tensorrt  # noqa: F401
+                except ImportError:
+                    yield "tensorrt", None, "TensorRT not installed"
+                    continue
+                if plan is None:
+                    yield "tensorrt", None, "no --plan given (build one with python -m engines.build --engine tensorrt)"
+                    continue
+                rec = Recognizer.load(plan)
+                yield f"tensorrt {rec.precision}", rec, ""
+        except Exception as e:  # report and go on: one broken engine must not hide the others
+            yield name, None, f"failed: {type(e).__name__}: {e}"
+
+
+def markdown(results: list[dict], mach: dict) -> str:
+    lines = [
+        f"Machine: {mach['cpu']}, {mach['cores_physical']} cores ({mach['cores_logical']} logical), "
+        f"GPU: {mach['gpu'] or 'none'}; torch {mach['torch']}, onnxruntime {mach['onnxruntime']}"
+        f"{', TensorRT ' + mach['tensorrt'] if mach.get('tensorrt') else ''}; "
+        f"load average {mach.get('loadavg_1min', '?')} before, {mach.get('loadavg_after', '?')} after",
+        "",
+        "| engine | precision | device | batch 1 p50 (ms/pair) | batch 1 p99 | batch 1 min | batch 1 CPU ms | "
+        "pairs/s at batch {} | max abs dp vs eager fp32 | note |".format(results[0].get("batch", 64) if results else 64),
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        if "p50_ms" in r:
+            lines.append(f"| {r['engine']} | {r['precision']} | {r['device']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+                         f"{r['min_ms']:.2f} | {r.get('cpu_ms', float('nan')):.1f} | {r['pairs_per_s']:.1f} | "
+                         f"{r['max_abs_diff']:.1e} | {r.get('note', '')} |")
+        else:
+            lines.append(f"| {r['engine']} | | | | | | | | | {r['note']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m engines.bench",
+        description="Time every available engine: per-pair latency at batch 1 and pairs/s at batch 64.",
+        epilog="""examples:
+  python -m engines.bench                                  # full-width random weights, all engines here
+  python -m engines.bench --engines torch,onnx --threads 2 --out bench_cpu.json
+  python -m engines.bench --checkpoint engines/assets/moext_demo.safetensors
+  python -m engines.bench --engines cuda,tensorrt --plan moext.plan""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--checkpoint", type=Path, default=None, help="real weights (default: random weights)")
+    p.add_argument("--width", type=float, default=1.0, help="network width for random weights (default 1.0)")
+    p.add_argument("--engines", default=",".join(ALL_ENGINES), help=f"comma list from {','.join(ALL_ENGINES)}")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
+    p.add_argument("--no-spin", action="store_true", help="ONNX Runtime: do not spin idle threads")
+    p.add_argument("--compile", action="store_true", help="cuda: torch.compile too (slow first run, cached)")
+    p.add_argument("--plan", type=Path, default=None, help="TensorRT plan to time")
+    p.add_argument("--repeats", type=int, default=50, help="batch-1 calls per engine (default 50)")
+    p.add_argument("--batch", type=int, default=64, help="throughput batch (default 64)")
+    p.add_argument("--batch-repeats", type=int, default=3, help="throughput calls per engine (default 3)")
+    p.add_argument("--pairs", type=int, default=8, help="face pairs cut from the sample video (default 8)")
+    p.add_argument("--out", type=Path, default=Path("bench_engines.json"), help="JSON output")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    import torch
+
+    from engines.quantize import video_pairs
+    from engines.runners import ModelInfo
+    from engines.runners.torch_runner import TorchRunner
+
+    engines = [e.strip() for e in a.engines.split(",") if e.strip()]
+    unknown = set(engines) - set(ALL_ENGINES)
+    if unknown:
+        p.error(f"unknown engines {sorted(unknown)}; choose from {ALL_ENGINES}")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.checkpoint:
+        from engines.export import load_checkpoint_graph
+
+        graph, info = load_checkpoint_graph(a.checkpoint)
+    else:
+        from train.moext import MoExtClassifier, MoExtConfig, RecognitionGraph, count_params
+
+        torch.manual_seed(0)
+        cfg = MoExtConfig(width=a.width)
+        clf = MoExtClassifier(cfg).eval()
+        graph = RecognitionGraph(clf).eval()
+        info = ModelInfo(classes=cfg.class_names, width=cfg.width, checkpoint_hash="random-init",
+                         input_size=cfg.input_size, mean=cfg.mean, std=cfg.std, params=count_params(clf),
+                         weights="(random init)")
+    print(f"network: width {info.width}, {info.params / 1e6:.1f} M parameters ({info.weights})", file=sys.stderr)
+    onset, apex = video_pairs(n_pairs=a.pairs)
+    calib = video_pairs(n_pairs=16, gaps=(2, 5, 8))
+    reference = TorchRunner(copy.deepcopy(graph), info)
+    p_ref = reference.run(onset, apex)
+    mach = machine()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, rec, note in build_recognizers(graph, info, engines, Path(tmp), threads=a.threads, plan=a.plan,
+                                                  calib_pairs=calib, spin=not a.no_spin, compile=a.compile):
+            if rec is None:
+                print(f"{label}: skipped ({note})", file=sys.stderr)
+                results.append({"engine": label, "note": note})
+                continue
+            print(f"timing {label} ...", file=sys.stderr)
+            on_gpu = rec.device.startswith("cuda")
+            t = time_recognizer(rec, onset, apex, a.repeats, a.batch, a.batch_repeats * (5 if on_gpu else 1))
+            diff = float(np.abs(rec.predict(onset, apex) - p_ref).max())
+            results.append({"engine": label, "precision": rec.precision, "device": rec.device,
+                            "max_abs_diff": diff, **t, "info": {k: v for k, v in rec.info().items()
+                                                                  if k not in ("classes",)}})
+            rec.close()
+    if hasattr(os, "getloadavg"):
+        mach["loadavg_after"] = round(os.getloadavg()[0], 2)
+    table = markdown(results, mach)
+    print(table)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps({"machine": mach, "network": {"width": info.width, "params": info.params,
+                                                              "weights": info.weights},
+                                 "results": results, "markdown": table}, indent=2, default=str))
+    print(f"wrote {a.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
