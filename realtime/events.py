@@ -6,6 +6,7 @@ names for onset/apex/offset frames, kind and label (see GroundTruth).
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -106,10 +107,48 @@ def _from_dict(cls, d: dict, where: str):
     missing = required - d.keys()
     if missing:
         raise EventFormatError(f"{where}: missing field(s) {sorted(missing)}")
+    values = {k: v for k, v in d.items() if k in names}
+    for k, v in values.items():
+        problem = _type_problem(k, v)
+        if problem:
+            raise EventFormatError(f"{where}: field {k!r} {problem}, got {v!r:.60}")
     try:
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**values)
     except (TypeError, ValueError) as e:
         raise EventFormatError(f"{where}: {e}") from None
+
+
+_INT_FIELDS = {"onset_frame", "apex_frame", "offset_frame", "schema"}
+_TIME_FIELDS = {"onset_t", "apex_t", "offset_t", "peak_motion"}
+_OPT_TIME_FIELDS = {"decided_t", "finalised_t"}
+_STR_FIELDS = {"source", "kind", "au"}
+_NUMBER_MAPS = {"probs", "latency_ms"}
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _type_problem(name: str, v) -> str | None:
+    """Why ``v`` is not a valid value of field ``name`` (None when it is)."""
+    if name in _INT_FIELDS:
+        return None if isinstance(v, int) and not isinstance(v, bool) else "must be an integer"
+    if name == "fps":
+        return None if _is_number(v) and v > 0 else "must be a positive number"
+    if name in _TIME_FIELDS:
+        return None if _is_number(v) else "must be a finite number"
+    if name in _OPT_TIME_FIELDS:
+        return None if v is None or _is_number(v) else "must be a finite number or null"
+    if name in _STR_FIELDS:
+        return None if isinstance(v, str) else "must be a string"
+    if name == "label":
+        return None if v is None or isinstance(v, str) else "must be a string or null"
+    if name == "face_id":
+        return None if v is None or (isinstance(v, int) and not isinstance(v, bool)) else "must be an integer or null"
+    if name in _NUMBER_MAPS:
+        ok = isinstance(v, dict) and all(isinstance(k, str) and _is_number(x) for k, x in v.items())
+        return None if ok else "must map names to finite numbers"
+    return None
 
 
 class EventWriter:
@@ -147,15 +186,20 @@ class EventWriter:
 
 
 def _iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            line = line.strip()
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                raise EventFormatError(f"{path}:{n}: not UTF-8 text; is this an events file?") from None
             if not line:
                 continue
             try:
                 yield n, json.loads(line)
             except json.JSONDecodeError as e:
                 raise EventFormatError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            except (ValueError, RecursionError) as e:  # int digit limit, nesting depth
+                raise EventFormatError(f"{path}:{n}: not a valid event record ({type(e).__name__})") from None
 
 
 def read_events(path: str | os.PathLike) -> list[Event]:

@@ -1,0 +1,287 @@
+"""The motion signal: one number per frame saying how far the face has moved from neutral.
+
+REALTIME.md, "motion signal". Peers (e.g. MEGC spotting baselines) measure optical flow
+between frame t and frame t-k, k about half the mean expression length, inside brow, eye
+and mouth regions, minus a nose-bridge region that cancels head motion. We keep the
+regions and the nose reference, but compare the current frame with a REFERENCE frame
+instead of a fixed t-k:
+
+    reference = the frame ``ref_lag_ms`` ago (rolling), or, while an event is open
+                (``hold=True``), the reference in use when it opened (frozen).
+
+Why: with a fixed t-k window the signal rises during the onset, falls while the apex is
+held, and rises a second time during the return (apex -> offset), and once more k frames
+later when the window's far end crosses the event. Against a reference frozen at the
+last neutral moment, the signal is the displacement from neutral itself: it leaves the
+baseline at the onset, peaks at the apex and comes back at the offset, so the spotter
+reads onset / apex / offset directly off one bump (realtime/spotter.py). The rolling lag
+(250 ms, longer than the part of an onset the spotter needs to see before it opens an
+event, shorter than slow drift) keeps lighting and pose drift out of the baseline. After
+an event the reference restarts at the current frame so the tail of the event is never
+compared with itself (no echo bump).
+
+Per frame (measured here, one core): 224 -> 112 grey resize, DIS optical flow
+(ultrafast preset, 0.06 ms at 112x112), region statistics; well under 1 ms in all.
+
+Regions are fixed rectangles in the aligned crop (realtime/face.py MEAN_SHAPE_68 gives
+where brows, eyes, nose and mouth sit): brows, eyes, nose (nasal wings: AU9/AU10 wrinkle),
+mouth, and nose_ref (the rigid nose bridge). Each region's value is the mean flow
+magnitude, in pixels of the 224 crop, after subtracting the nose bridge's median flow
+(global translation: head motion and alignment jitter). The spotting value is the largest
+of brows, nose and mouth. The eyes are reported but left out of it: a blink lasts about
+as long as a micro-expression but moves only the eyelids (REALTIME.md, "spotter").
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+
+import cv2
+import numpy as np
+
+from realtime.face import CROP_SIZE, MEAN_SHAPE_68
+
+# Regions as (x0, y0, x1, y1) in the 224x224 aligned crop, derived from the mean
+# landmark shape so they follow the alignment template (one place for each fact).
+_LM = MEAN_SHAPE_68
+
+
+def _box(idx: slice, pad_x: float, pad_top: float, pad_bottom: float) -> tuple[float, float, float, float]:
+    pts = _LM[idx]
+    return (float(pts[:, 0].min() - pad_x), float(pts[:, 1].min() - pad_top),
+            float(pts[:, 0].max() + pad_x), float(pts[:, 1].max() + pad_bottom))
+
+
+_BROWS = _box(slice(17, 27), 6.0, 16.0, 0.0)          # brows and the forehead just above
+_EYES = _box(slice(36, 48), 8.0, 8.0, 8.0)            # both eyes with their lids
+REGIONS_224: dict[str, tuple[float, float, float, float]] = {
+    # stop the brow box above the upper eyelids so blinks stay out of it
+    "brows": (_BROWS[0], _BROWS[1], _BROWS[2], min(_BROWS[3] + 3.0, _EYES[1] - 2.0)),
+    "eyes": _EYES,
+    "nose": _box(slice(31, 36), 8.0, 8.0, 6.0),       # nostrils and nasal wings
+    "mouth": _box(slice(48, 68), 10.0, 8.0, 8.0),     # lips, lip corners, chin top
+    # the lower nose bridge: rigid, between the eyes' and the mouth's muscles
+    "nose_ref": (float(_LM[27, 0] - 8.0), float(_LM[28, 1] - 2.0),
+                 float(_LM[27, 0] + 8.0), float(_LM[30, 1] - 4.0)),
+}
+SPOT_REGIONS = ("brows", "nose", "mouth")
+REPORT_REGIONS = ("brows", "eyes", "nose", "mouth")
+DIS_PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+
+
+@dataclass
+class MotionConfig:
+    flow_size: int = 112            # side of the grey crop the flow runs on
+    ref_lag_ms: float = 250.0       # age of the rolling reference frame
+    preset: str = "ultrafast"       # DIS preset (see DIS_PRESETS)
+    finest_scale: int | None = 1    # DIS finest pyramid level; None keeps the preset's (2)
+    blur_sigma: float = 0.8         # Gaussian blur before the flow (camera noise), 0 = off
+    average_ms: float = 0.0         # average the last frames over this span before the flow (0 = off)
+    spot_regions: tuple[str, ...] = SPOT_REGIONS
+
+
+@dataclass
+class MotionSample:
+    """The motion of one frame against its reference.
+
+    ``value``: the spotting signal (pixels of the 224 crop), max over ``spot_regions``.
+    ``regions``: brows, eyes, nose, mouth (head translation removed) and nose_ref (the
+    head translation's own magnitude), all in 224-crop pixels.
+    ``head``: the removed translation (dx, dy). ``ref_age``: frames between the reference
+    and this frame. ``held``: the reference was frozen. ``ready``: False on the first
+    frame after a reset (nothing to compare with; value 0).
+    """
+
+    value: float
+    regions: dict[str, float] = field(default_factory=dict)
+    head: tuple[float, float] = (0.0, 0.0)
+    ref_age: int = 0
+    held: bool = False
+    ready: bool = True
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- maths
+
+def region_boxes(size: int) -> dict[str, tuple[int, int, int, int]]:
+    """REGIONS_224 scaled to a ``size`` x ``size`` crop, as integer slices (x0, y0, x1, y1)."""
+    s = size / CROP_SIZE
+    out = {}
+    for name, (x0, y0, x1, y1) in REGIONS_224.items():
+        a, b = int(np.floor(x0 * s)), int(np.floor(y0 * s))
+        c, d = int(np.ceil(x1 * s)), int(np.ceil(y1 * s))
+        out[name] = (max(a, 0), max(b, 0), min(c, size), min(d, size))
+    return out
+
+
+def head_translation(flow: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Median flow vector (dx, dy) inside ``box``: the rigid nose bridge's translation.
+
+    flow: (H, W, 2). The median ignores the few pixels where the flow is wrong."""
+    x0, y0, x1, y1 = box
+    v = flow[y0:y1, x0:x1].reshape(-1, 2)
+    return np.median(v, axis=0)
+
+
+def region_motion(flow: np.ndarray, box: tuple[int, int, int, int], head: np.ndarray) -> float:
+    """Mean magnitude of (flow - head) inside ``box``: local motion with the head's removed."""
+    x0, y0, x1, y1 = box
+    v = flow[y0:y1, x0:x1] - np.asarray(head, dtype=flow.dtype)   # (h, w, 2)
+    return float(np.sqrt((v * v).sum(-1)).mean())
+
+
+def region_motions(flow: np.ndarray, boxes: dict[str, tuple[int, int, int, int]],
+                   scale: float = 1.0) -> tuple[dict[str, float], np.ndarray]:
+    """All regions' local motion plus nose_ref (the head translation's magnitude).
+
+    ``scale`` converts flow pixels to the unit reported (224-crop pixels)."""
+    head = head_translation(flow, boxes["nose_ref"])
+    out = {name: scale * region_motion(flow, boxes[name], head) for name in REPORT_REGIONS}
+    out["nose_ref"] = scale * float(np.hypot(*head))
+    return out, head * scale
+
+
+def spotting_value(regions: dict[str, float], names: tuple[str, ...] = SPOT_REGIONS) -> float:
+    """The spotting signal: the most active expression region (eyes excluded)."""
+    return max(regions[n] for n in names)
+
+
+def shift_image(gray: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """Translate an image by (dx, dy) pixels (bilinear, borders replicated)."""
+    m = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(gray, m, (gray.shape[1], gray.shape[0]), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def compensated_flow(dis, ref: np.ndarray, cur: np.ndarray, head: np.ndarray) -> np.ndarray:
+    """Optical flow ref -> cur with a predicted head translation taken out first.
+
+    Both images are moved half-way towards each other (so both get the same
+    interpolation blur) and the flow between them is added back to ``head``. Flow on a
+    face that moved as a whole is not uniform (textureless skin, borders), so
+    subtracting a translation AFTER the flow leaves a residue that grows with the shift;
+    removing it BEFORE leaves only the small error of the prediction."""
+    hx, hy = float(head[0]), float(head[1])
+    if hx == 0.0 and hy == 0.0:
+        return dis.calc(ref, cur, None)
+    flow = dis.calc(shift_image(ref, hx / 2, hy / 2), shift_image(cur, -hx / 2, -hy / 2), None)
+    flow += np.asarray(head, dtype=np.float32)
+    return flow
+
+
+def to_flow_gray(crop_bgr: np.ndarray, size: int, blur_sigma: float) -> np.ndarray:
+    """Aligned crop (H, W, 3) BGR or (H, W) grey -> (size, size) contiguous uint8 grey."""
+    g = crop_bgr if crop_bgr.ndim == 2 else cv2.cvtColor(crop_bgr, cv2.COLOR_BGR2GRAY)
+    if g.shape[0] != size or g.shape[1] != size:
+        g = cv2.resize(g, (size, size), interpolation=cv2.INTER_AREA)
+    if blur_sigma > 0:
+        g = cv2.GaussianBlur(g, (0, 0), blur_sigma)
+    return np.ascontiguousarray(g)
+
+
+# ----------------------------------------------------------------------------- state
+
+class MotionSignal:
+    """Per-frame motion of an aligned face against a rolling (or frozen) reference.
+
+        motion = MotionSignal(fps=200)
+        sample = motion.update(crop_224_bgr)                 # MotionSample
+        sample = motion.update(crop, hold=spotter.holding)   # freeze the reference in events
+
+    ``hold`` should be True while the spotter has an event open (realtime.spotter.
+    LiveSpotter wires this up). Keyword overrides go to MotionConfig:
+    ``MotionSignal(30, ref_lag_ms=300)``.
+    """
+
+    def __init__(self, fps: float, config: MotionConfig | None = None, **overrides) -> None:
+        if not fps or fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps!r}; pass the source's true frame rate")
+        self.fps = float(fps)
+        self.config = replace(config or MotionConfig(), **overrides)
+        cfg = self.config
+        if cfg.preset not in DIS_PRESETS:
+            raise ValueError(f"preset must be one of {sorted(DIS_PRESETS)}, got {cfg.preset!r}")
+        bad = [n for n in cfg.spot_regions if n not in REPORT_REGIONS]
+        if bad:
+            raise ValueError(f"spot_regions {bad} unknown; choose from {REPORT_REGIONS}")
+        if cfg.flow_size < 32:
+            raise ValueError(f"flow_size {cfg.flow_size} is too small for the regions; use >= 64")
+        self.lag = max(1, int(round(cfg.ref_lag_ms * self.fps / 1000.0)))   # frames
+        self.n_average = max(1, int(round(cfg.average_ms * self.fps / 1000.0)))
+        self.boxes = region_boxes(cfg.flow_size)
+        self.scale = CROP_SIZE / cfg.flow_size
+        self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[cfg.preset])
+        if cfg.finest_scale is not None:
+            self._dis.setFinestScale(int(cfg.finest_scale))
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every frame (new face, face lost, new stream)."""
+        self._buf: deque[tuple[int, np.ndarray]] = deque(maxlen=self.lag + 1)   # (count, grey)
+        self._count = 0                 # frames seen since reset
+        self._since = 0                 # no reference older than this count
+        self._held: tuple[int, np.ndarray] | None = None
+        self._head = np.zeros(2, np.float32)      # last head translation (flow px): the next prediction
+        self._raw: deque[np.ndarray] = deque(maxlen=self.n_average)
+
+    def update(self, crop_bgr: np.ndarray, hold: bool = False) -> MotionSample:
+        """Add one aligned crop (224x224 BGR, or any square grey/BGR crop); return its motion."""
+        t0 = time.perf_counter()
+        if crop_bgr is None or crop_bgr.ndim not in (2, 3) or crop_bgr.shape[0] != crop_bgr.shape[1]:
+            shape = None if crop_bgr is None else crop_bgr.shape
+            raise ValueError(f"expected a square aligned face crop (e.g. 224x224x3), got shape {shape}")
+        cfg = self.config
+        gray = to_flow_gray(crop_bgr, cfg.flow_size, cfg.blur_sigma)
+        if self.n_average > 1:
+            self._raw.append(gray)
+            gray = np.mean(self._raw, axis=0).round().astype(np.uint8) if len(self._raw) > 1 else gray
+        count = self._count
+        self._count += 1
+
+        if not hold and self._held is not None:          # event closed: restart here
+            self._held = None
+            self._since = count
+            self._head[:] = 0.0
+        ref = self._reference(count, hold)
+        self._buf.append((count, gray))
+        t1 = time.perf_counter()
+        if ref is None:
+            return MotionSample(0.0, {n: 0.0 for n in REPORT_REGIONS + ("nose_ref",)}, ready=False,
+                                timings_ms={"prep": (t1 - t0) * 1e3, "flow": 0.0, "total": (t1 - t0) * 1e3})
+        ref_count, ref_gray = ref
+        flow = compensated_flow(self._dis, ref_gray, gray, self._head)   # (S, S, 2) float32
+        t2 = time.perf_counter()
+        regions, head = region_motions(flow, self.boxes, self.scale)
+        self._head = (head / self.scale).astype(np.float32)
+        value = spotting_value(regions, cfg.spot_regions)
+        t3 = time.perf_counter()
+        return MotionSample(
+            value=value, regions=regions, head=(float(head[0]), float(head[1])),
+            ref_age=count - ref_count, held=self._held is not None,
+            timings_ms={"prep": (t1 - t0) * 1e3, "flow": (t2 - t1) * 1e3,
+                        "regions": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3},
+        )
+
+    def _reference(self, count: int, hold: bool) -> tuple[int, np.ndarray] | None:
+        if hold and self._held is not None:
+            return self._held
+        want = max(count - self.lag, self._since)
+        ref = None
+        for c, g in self._buf:                 # oldest first; at most lag+1 entries
+            if c >= want:
+                ref = (c, g)
+                break
+        if ref is None and self._buf:
+            ref = self._buf[-1]
+        if ref is None:
+            if hold:        # nothing to compare with yet; hold from the next frame on
+                return None
+            return None
+        if hold:
+            self._held = ref
+        return ref
