@@ -26,8 +26,11 @@ Per frame (measured here, one core): 224 -> 112 grey resize, DIS optical flow
 Regions are fixed rectangles in the aligned crop (realtime/face.py MEAN_SHAPE_68 gives
 where brows, eyes, nose and mouth sit): brows, eyes, nose (nasal wings: AU9/AU10 wrinkle),
 mouth, and nose_ref (the rigid nose bridge). Each region's value is the mean flow
-magnitude, in pixels of the 224 crop, after subtracting the nose bridge's median flow
-(global translation: head motion and alignment jitter). The spotting value is the largest
+magnitude, in pixels of the 224 crop, after subtracting the face's rigid motion: an
+affine flow field fitted robustly inside the face outline (RigidMotion: head translation,
+rotation and scale, and alignment jitter; the nose bridge's translation alone left a
+head that turned during an event looking like an expression). nose_ref reports the head
+translation's magnitude. The spotting value is the largest
 of brows, nose and mouth. The eyes are reported but left out of it: a blink lasts about
 as long as a micro-expression but moves only the eyelids (REALTIME.md, "spotter").
 """
@@ -82,6 +85,7 @@ class MotionConfig:
     finest_scale: int | None = 1    # DIS finest pyramid level; None keeps the preset's (2)
     blur_sigma: float = 0.8         # Gaussian blur before the flow (camera noise), 0 = off
     average_ms: float = 0.0         # average the last frames over this span before the flow (0 = off)
+    rigid: str = "affine"           # head motion removed: "affine" (RigidMotion) or "translation" (nose bridge)
     spot_regions: tuple[str, ...] = SPOT_REGIONS
 
 
@@ -135,13 +139,65 @@ def region_motion(flow: np.ndarray, box: tuple[int, int, int, int], head: np.nda
     return float(np.sqrt((v * v).sum(-1)).mean())
 
 
+class RigidMotion:
+    """The face's rigid motion in a flow field: an affine map fitted inside the face outline.
+
+    Head translation alone (the nose bridge's median flow) leaves rotation and scale
+    changes in the residual: a head that turns or nods by a degree during an event moves
+    the brows and mouth by more than a micro-expression does. An affine flow field
+    (6 parameters) is fitted to the flow on a grid of points inside the face outline
+    (jaw line and brows of the mean shape) by iteratively reweighted least squares with
+    Tukey's biweight, so the few pixels that an expression moves get no weight; what is
+    left after subtracting it is the non-rigid, expression motion. About 0.2 ms at 112x112.
+    """
+
+    def __init__(self, size: int, step: int = 2, iterations: int = 3) -> None:
+        s = size / CROP_SIZE
+        outline = (_LM[list(range(0, 17)) + list(range(26, 16, -1))] * s).astype(np.int32)
+        mask = np.zeros((size, size), np.uint8)
+        cv2.fillPoly(mask, [outline], 1)
+        ys, xs = np.nonzero(mask)
+        keep = (ys % step == 0) & (xs % step == 0)
+        self.xi, self.yi = xs[keep], ys[keep]
+        self.X = np.stack([self.xi, self.yi, np.ones_like(self.xi)], 1).astype(np.float64)
+        gx, gy = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
+        self.grid = np.stack([gx, gy, np.ones_like(gx)], -1)        # (S, S, 3)
+        self.iterations = iterations
+
+    def fit(self, flow: np.ndarray) -> np.ndarray:
+        """The (3, 2) affine A with flow(x, y) ~ [x, y, 1] @ A on the face's rigid part."""
+        v = flow[self.yi, self.xi].astype(np.float64)                # (N, 2)
+        X, w = self.X, np.ones(len(v))
+        A = np.zeros((3, 2))
+        for _ in range(self.iterations):
+            Xw = X * w[:, None]
+            try:
+                A = np.linalg.solve(Xw.T @ X + 1e-6 * np.eye(3), Xw.T @ v)
+            except np.linalg.LinAlgError:
+                break
+            r = np.sqrt(((X @ A - v) ** 2).sum(1))
+            c = 2.5 * max(1.4826 * float(np.median(r)), 0.05)
+            w = np.where(r < c, (1.0 - (r / c) ** 2) ** 2, 0.0)
+        return A
+
+    def residual(self, flow: np.ndarray) -> np.ndarray:
+        """``flow`` minus the fitted rigid flow field."""
+        return flow - self.grid @ self.fit(flow).astype(np.float32)
+
+
 def region_motions(flow: np.ndarray, boxes: dict[str, tuple[int, int, int, int]],
-                   scale: float = 1.0) -> tuple[dict[str, float], np.ndarray]:
+                   scale: float = 1.0, rigid: RigidMotion | None = None) -> tuple[dict[str, float], np.ndarray]:
     """All regions' local motion plus nose_ref (the head translation's magnitude).
 
-    ``scale`` converts flow pixels to the unit reported (224-crop pixels)."""
+    With ``rigid``, the face's affine (rigid) motion is subtracted before the regions are
+    measured; without it, only the nose bridge's translation. ``scale`` converts flow
+    pixels to the unit reported (224-crop pixels)."""
     head = head_translation(flow, boxes["nose_ref"])
-    out = {name: scale * region_motion(flow, boxes[name], head) for name in REPORT_REGIONS}
+    if rigid is not None:
+        res = rigid.residual(flow)
+        out = {name: scale * region_motion(res, boxes[name], np.zeros(2, np.float32)) for name in REPORT_REGIONS}
+    else:
+        out = {name: scale * region_motion(flow, boxes[name], head) for name in REPORT_REGIONS}
     out["nose_ref"] = scale * float(np.hypot(*head))
     return out, head * scale
 
@@ -213,7 +269,10 @@ class MotionSignal:
             raise ValueError(f"flow_size {cfg.flow_size} is too small for the regions; use >= 64")
         self.lag = max(1, int(round(cfg.ref_lag_ms * self.fps / 1000.0)))   # frames
         self.n_average = max(1, int(round(cfg.average_ms * self.fps / 1000.0)))
+        if cfg.rigid not in ("affine", "translation"):
+            raise ValueError(f"rigid must be 'affine' or 'translation', got {cfg.rigid!r}")
         self.boxes = region_boxes(cfg.flow_size)
+        self._rigid = RigidMotion(cfg.flow_size) if cfg.rigid == "affine" else None
         self.scale = CROP_SIZE / cfg.flow_size
         self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[cfg.preset])
         if cfg.finest_scale is not None:
@@ -256,7 +315,7 @@ class MotionSignal:
         ref_count, ref_gray = ref
         flow = compensated_flow(self._dis, ref_gray, gray, self._head)   # (S, S, 2) float32
         t2 = time.perf_counter()
-        regions, head = region_motions(flow, self.boxes, self.scale)
+        regions, head = region_motions(flow, self.boxes, self.scale, self._rigid)
         self._head = (head / self.scale).astype(np.float32)
         value = spotting_value(regions, cfg.spot_regions)
         t3 = time.perf_counter()

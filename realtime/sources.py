@@ -685,6 +685,89 @@ class LiveVideoSource(LiveSource):
 
 
 # ---------------------------------------------------------------------------------------
+# probing untrusted files in a child process
+
+# Runs in a separate interpreter: FFmpeg's demuxers and decoders are native code, and a
+# hostile header can crash them (SIGSEGV) or make them allocate without bound. The child
+# gets an address-space limit; the parent turns a crash or a hang into a VideoFileError.
+_PROBE_CHILD = r"""
+import json, sys
+try:
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+except Exception:
+    pass
+import cv2
+path = sys.argv[1]
+cap = cv2.VideoCapture(path)
+if not cap.isOpened():
+    print(json.dumps({"opened": False}), flush=True)
+    sys.exit(0)
+info = {"opened": True, "width": cap.get(cv2.CAP_PROP_FRAME_WIDTH), "height": cap.get(cv2.CAP_PROP_FRAME_HEIGHT),
+        "fps": cap.get(cv2.CAP_PROP_FPS), "frames": cap.get(cv2.CAP_PROP_FRAME_COUNT)}
+ok, img = cap.read()
+info["first_frame"] = list(img.shape) if ok and img is not None else None
+cap.release()
+print(json.dumps(info), flush=True)
+"""
+
+
+@dataclass
+class VideoInfo:
+    """What a child process could read of a video without endangering this one."""
+
+    path: Path
+    width: int
+    height: int
+    fps: float | None           # None when the header gives no plausible rate
+    frames: int | None          # None when the header gives no plausible count
+
+
+def probe_video(path: str | os.PathLike, *, timeout: float = 30.0) -> VideoInfo:
+    """Open ``path`` in a child process, decode its first frame, and return its header.
+
+    For files from people this process does not trust (web uploads): a decoder crash or
+    hang takes down or stalls only the child, and comes back here as a ``VideoFileError``
+    naming the file. Sizes above ``MAX_SIDE`` and rates above ``MAX_FPS`` are refused too.
+    """
+    import json
+    import subprocess
+
+    p = Path(path)
+    if not p.is_file():
+        raise VideoFileError(f"video {p} does not exist or is not a file: check the path")
+    env = dict(os.environ, OPENCV_LOG_LEVEL="SILENT", OPENCV_FFMPEG_LOGLEVEL="-8", OMP_NUM_THREADS="1")
+    try:
+        done = subprocess.run([sys.executable, "-c", _PROBE_CHILD, str(p)], capture_output=True, text=True,
+                              timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise VideoFileError(f"video {p}: decoding its header did not finish within {timeout:g} s; the file "
+                             "is corrupt or not a video (re-encode it, e.g. ffmpeg -i IN -c:v mjpeg OUT.avi)") from None
+    if done.returncode < 0:
+        raise VideoFileError(f"video {p}: the video decoder crashed on this file (signal {-done.returncode}); "
+                             "it is corrupt or hostile. Re-encode it from the original if it is yours")
+    try:
+        info = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise VideoFileError(f"video {p}: the decoder stopped without an answer (exit status "
+                             f"{done.returncode}); the file is corrupt or too large to decode") from None
+    if not info.get("opened"):
+        raise VideoFileError(f"video {p} could not be opened: it is not a video OpenCV/FFmpeg can decode, or it "
+                             "is truncated. Check the file plays elsewhere, or re-encode it")
+    shape = info.get("first_frame")
+    if not shape:
+        raise VideoFileError(f"video {p}: no frame could be decoded; the file is empty, truncated or corrupt")
+    h, w = int(shape[0]), int(shape[1])
+    if not (0 < w <= MAX_SIDE and 0 < h <= MAX_SIDE):
+        raise VideoFileError(f"video {p}: frames of {w}x{h} pixels are not a plausible size; the file is corrupt")
+    fps = info.get("fps")
+    fps = float(fps) if isinstance(fps, (int, float)) and math.isfinite(fps) and 0 < fps <= MAX_FPS else None
+    n = info.get("frames")
+    frames = int(n) if isinstance(n, (int, float)) and math.isfinite(n) and 0 < n < 1e9 else None
+    return VideoInfo(p, w, h, fps, frames)
+
+
+# ---------------------------------------------------------------------------------------
 
 
 def open_source(camera: int | None = None, video: str | os.PathLike | None = None,

@@ -104,6 +104,7 @@ class WebConfig:
     max_upload_mb: float = 200.0
     max_duration_s: float = 120.0        # at the video's true frame rate
     max_frames: int = 24_000
+    probe_timeout_s: float = 30.0        # an upload's header is read in a child process first (sources.probe_video)
     recording_concurrency: int = 1       # videos processed at once (CPU-heavy)
     video_codec: str = "auto"            # realtime.webcodec: "auto" | "h264" | "vp8"
     # sessions and files
@@ -692,11 +693,12 @@ class WebApp:
                 name: str | None = None) -> RecordingResult:
         """Run a video through Pipeline + sinks (run_live.py's path) into ``out_dir``."""
         from realtime.sinks import EventLog, SignalCSV
-        from realtime.sources import SourceError, open_source
+        from realtime.sources import SourceError, open_source, probe_video
         from realtime.webcodec import BrowserVideoWriter
 
         cfg = self.config
         try:
+            probe_video(video, timeout=cfg.probe_timeout_s)   # a decoder crash or hang stays in a child
             source = open_source(video=video, fps=fps)
         except SourceError as e:
             raise UploadRefused(str(e).replace(str(video), name or video.name)) from None
