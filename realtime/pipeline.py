@@ -69,6 +69,7 @@ thread; one recogniser may be shared by several pipelines (one worker each).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import time
@@ -122,6 +123,8 @@ class PipelineConfig:
     loss_reset_s: float = 0.25         # face missing longer than this resets motion and spotter
     region_margin: float = 0.25        # buffer copy = crop footprint grown by this share per side
     max_queue: int = 8                 # recognition jobs waiting before new ones are dropped
+    keep_events: int = 10_000          # final events held in memory (Pipeline.events); older ones
+                                       # are only counted (every one reaches the sinks as it happens)
 
     def __post_init__(self) -> None:
         if not (self.fps and math.isfinite(self.fps) and self.fps > 0):
@@ -130,6 +133,8 @@ class PipelineConfig:
             raise ValueError(f"draw_fps must be positive or None (every frame), got {self.draw_fps!r}")
         if self.buffer_s * 1.0 < ME_MAX_S:
             raise ValueError(f"buffer_s={self.buffer_s} is shorter than the longest micro-expression ({ME_MAX_S} s)")
+        if self.keep_events < 1:
+            raise ValueError(f"keep_events must be >= 1, got {self.keep_events!r}")
 
     @property
     def draw_policy(self) -> str:
@@ -445,12 +450,15 @@ class Pipeline:
         self.faults: dict[str, int] = {}
         self.frames = 0
         self.frames_with_face = 0
-        self._events: list[Event] = []      # final events, in order
+        # final events, in order: the latest keep_events of them (memory stays flat over hours);
+        # the counts below cover every one
+        self._events: deque[Event] = deque(maxlen=cfg.keep_events)
+        self._counts = {"events": 0, "micro": 0, "macro": 0, "unlabelled": 0}
         self._open: dict[int, _Open] = {}   # onset_frame -> open event
-        self._decision_ms: list[float] = []
-        self._wait_ms: list[float] = []
-        self._compute_ms: list[float] = []
-        self._final_ms: list[float] = []
+        self._decision_ms = StageStats()     # latencies of the final events (bounded reservoirs)
+        self._wait_ms = StageStats()
+        self._compute_ms = StageStats()
+        self._final_ms = StageStats()
         keep = int(math.ceil(cfg.fps * cfg.curve_s)) + 2
         self._curve: deque[tuple[float, float]] = deque(maxlen=keep)  # (t, value or nan)
         self._last_event: Event | None = None
@@ -485,7 +493,8 @@ class Pipeline:
     # -- state the front ends read -------------------------------------------------------
     @property
     def events(self) -> list[Event]:
-        """Final events so far, in the order they were finalised."""
+        """Final events so far, in the order they were finalised (the latest
+        ``config.keep_events`` of them; ``summary()`` counts every one)."""
         return list(self._events)
 
     @property
@@ -757,10 +766,13 @@ class Pipeline:
                 e = self._make_event(ev, final=True)
                 del self._open[key]
                 self._events.append(e)
-                self._decision_ms.append(e.latency_ms["decision"])
-                self._wait_ms.append(e.latency_ms["wait"])
-                self._compute_ms.append(e.latency_ms["compute"])
-                self._final_ms.append(e.latency_ms["final"])
+                self._counts["events"] += 1
+                self._counts[e.kind] = self._counts.get(e.kind, 0) + 1
+                self._counts["unlabelled"] += e.label is None
+                self._decision_ms.add(e.latency_ms["decision"])
+                self._wait_ms.add(e.latency_ms["wait"])
+                self._compute_ms.add(e.latency_ms["compute"])
+                self._final_ms.add(e.latency_ms["final"])
             elif not ev.provisional_sent:
                 e = self._make_event(ev, final=False)
                 ev.provisional_sent = True
@@ -813,7 +825,7 @@ class Pipeline:
     # -- reporting -------------------------------------------------------------------------------
     def _view(self, res: FrameResult) -> OverlayView:
         t, v = self.signal_history()
-        intervals = [(e.onset_t, e.offset_t, e.kind) for e in self._events[-8:]]
+        intervals = [(e.onset_t, e.offset_t, e.kind) for e in reversed(list(itertools.islice(reversed(self._events), 8)))]
         intervals += [(o.onset_t, o.offset_t if o.offset_t is not None else res.t, "open")
                       for o in self._open.values()]
         fps = None
@@ -839,12 +851,13 @@ class Pipeline:
             end_reason = getattr(source, "end_reason", None)
         wall = (self._last_end - self._first_start) if self.frames else 0.0
         achieved = (self.frames / wall) if wall > 0 else 0.0
-        ev = self._events
-        decision = percentiles(self._decision_ms)
+        counts = self._counts
+        decision = self._decision_ms.summary() if self._decision_ms.n else {"n": 0}
         if decision.get("n"):
-            decision["wait_p50"] = float(np.median(self._wait_ms))
-            decision["compute_p50"] = float(np.median(self._compute_ms))
-            decision["compute_p95"] = float(np.percentile(self._compute_ms, 95))
+            compute = self._compute_ms.summary()
+            decision["wait_p50"] = self._wait_ms.summary()["p50"]
+            decision["compute_p50"] = compute["p50"]
+            decision["compute_p95"] = compute["p95"]
         stages = {k: s.summary() for k, s in self.stats.items() if s.n}
         engine = None
         if self.recognizer is not None:
@@ -855,9 +868,9 @@ class Pipeline:
             source=self.source_name, source_fps=self.config.fps, frames=self.frames, dropped=dropped,
             frames_with_face=self.frames_with_face,
             face_share=self.frames_with_face / self.frames if self.frames else 0.0,
-            events=len(ev), micro=sum(e.kind == "micro" for e in ev), macro=sum(e.kind == "macro" for e in ev),
-            unlabelled=sum(e.label is None for e in ev) if self.recognizer is not None else 0,
+            events=counts["events"], micro=counts.get("micro", 0), macro=counts.get("macro", 0),
+            unlabelled=counts["unlabelled"] if self.recognizer is not None else 0,
             achieved_fps=achieved, realtime_factor=achieved / self.config.fps, wall_s=wall, faults=faults,
-            stages=stages, decision_latency_ms=decision, final_latency_ms=percentiles(self._final_ms),
+            stages=stages, decision_latency_ms=decision, final_latency_ms=self._final_ms.summary() if self._final_ms.n else {"n": 0},
             draw=self.config.draw_policy, tracker=getattr(self.tracker, "kind", type(self.tracker).__name__),
             engine=engine, end_reason=end_reason)

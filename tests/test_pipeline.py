@@ -347,6 +347,22 @@ def test_a_failing_engine_costs_labels_not_the_run(me_clip):
     assert summary.unlabelled == summary.events
 
 
+def test_events_in_memory_are_bounded_but_all_are_counted(me_clip):
+    """Hours of running: Pipeline.events keeps the latest keep_events; counts and latency
+    figures still cover every event (each one also went to the sinks as it happened)."""
+    with open_source(video=me_clip) as src:
+        pipe = Pipeline.for_source(src, PipelineConfig(draw=False, keep_events=1), recognizer=_Failing())
+        results, late = _run(pipe, src)
+        summary = pipe.summary(src)
+    events = [e for r in results for e in r.final_events] + late
+    assert len(events) >= 2                       # the clip has several events
+    assert pipe.events == events[-1:]
+    assert summary.events == len(events) == summary.decision_latency_ms["n"] == summary.final_latency_ms["n"]
+    assert summary.micro + summary.macro == len(events)
+    with pytest.raises(ValueError, match="keep_events"):
+        PipelineConfig(keep_events=0)
+
+
 def test_recalibrate_and_draw_rate_cap(asset):
     with open_source(video=asset("single_face.mp4")) as src:
         pipe = Pipeline.for_source(src, PipelineConfig(engine="none", draw_fps=1e-3, calibration_s=0.2))
