@@ -265,18 +265,16 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         raise ValueError(f"need matching (K>=2, 2) point arrays, got {src.shape} and {dst.shape}")
     mu_s, mu_d = src.mean(0), dst.mean(0)
     s0, d0 = src - mu_s, dst - mu_d
-    var_s = (s0**2).sum() / len(src)
-    if var_s < 1e-12:
+    var_s = float((s0 * s0).sum())
+    if var_s < 1e-12 * len(src):
         raise ValueError("degenerate landmarks: all source points coincide")
-    cov = d0.T @ s0 / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    d = np.ones(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        d[-1] = -1
-    rot = u @ np.diag(d) @ vt
-    scale = (sig * d).sum() / var_s
-    t = mu_d - scale * rot @ mu_s
-    return np.hstack([scale * rot, t[:, None]]).astype(np.float64)
+    # In 2-D, Umeyama's rotation-and-scale solution has a closed form: with centred points,
+    # scale*cos = sum(p . q) / sum|p|^2 and scale*sin = sum(p x q) / sum|p|^2.
+    a = float((s0 * d0).sum()) / var_s
+    b = float((s0[:, 0] * d0[:, 1] - s0[:, 1] * d0[:, 0]).sum()) / var_s
+    m = np.array([[a, -b, 0.0], [b, a, 0.0]])
+    m[:, 2] = mu_d - m[:, :2] @ mu_s
+    return m
 
 
 def alignment_transform(landmarks68: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:

@@ -15,8 +15,9 @@ One interface for everything that produces frames (REALTIME.md, "source"):
                      fps however fast we decode it); the capture clock for cameras and
                      streams (``time.perf_counter()`` at capture minus the first frame's).
     ``image``        OpenCV BGR uint8 (H, W, 3); greyscale input gets three equal channels.
-    ``captured_at``  ``time.perf_counter()`` when the frame was read (frame latency runs
-                     from here).
+    ``captured_at``  ``time.perf_counter()`` when the frame loop got the frame (frame latency
+                     runs from here; a file's frames decoded ahead count from when they are
+                     taken, not from when they waited in the read-ahead queue).
     ``decode_ms``    time spent reading/decoding it (the "decode" stage).
 
 ``Source`` (from ``open_source``)
@@ -29,7 +30,10 @@ Policies (each one a user relies on):
 - Live sources (cameras; streams: FIFOs, ``/dev/stdin``, URLs; files opened with
   ``realtime=True``) read in a background thread that keeps only the NEWEST frame: the
   frame loop never waits on a backlog and a slow consumer shows up as ``dropped``, never
-  as lag. Files and folders otherwise drop nothing (benchmark mode).
+  as lag. Files and folders otherwise drop nothing (benchmark mode); a video file is
+  decoded ``read_ahead`` frames ahead in a background thread (OpenCV's decoder releases
+  the GIL, so decoding runs on another core while the frame loop works), waiting when
+  that many frames are ready.
 - A frame whose size differs from the first frame's is resized to the first size and
   counted as ``faults["size_change"]`` (the tracker, the smoothed alignment and the video
   writer all assume one size per stream).
@@ -52,6 +56,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import queue
 import re
 import stat
 import sys
@@ -275,10 +280,67 @@ def is_stream(video: str | os.PathLike) -> bool:
 # files and folders (nothing dropped)
 
 
-class VideoFileSource(Source):
-    """A video file decoded with OpenCV/FFmpeg; ``fps`` overrides a wrong header."""
+class _ReadAhead:
+    """Runs a frame generator in a background thread, at most ``depth`` frames ahead.
 
-    def __init__(self, path: str | os.PathLike, fps: float | None = None) -> None:
+    Nothing is dropped: the thread waits while ``depth`` frames are ready. The generator
+    is iterated and closed in that thread only; its exception is raised in the consumer.
+    """
+
+    _END = object()
+
+    def __init__(self, frames: Iterator[Frame], depth: int, name: str) -> None:
+        self._frames = frames
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        end = self._END
+        try:
+            for frame in self._frames:
+                if not self._put(frame):
+                    break
+        except BaseException as e:  # handed to the consumer, raised there
+            end = e
+        finally:
+            self._frames.close()
+        self._put(end)
+
+    def __iter__(self) -> Iterator[Frame]:
+        while True:
+            item = self._q.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            item.captured_at = time.perf_counter()
+            yield item
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop decoding ahead; waits up to ``timeout`` for a read in progress."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+
+class VideoFileSource(Source):
+    """A video file decoded with OpenCV/FFmpeg; ``fps`` overrides a wrong header.
+
+    read_ahead: frames decoded ahead in a background thread (0: decode in the caller's
+    thread, as ``LiveVideoSource``'s own reader does)."""
+
+    def __init__(self, path: str | os.PathLike, fps: float | None = None, *, read_ahead: int = 8) -> None:
+        self.read_ahead = int(read_ahead)
         url = "://" in str(path)
         p = Path(path) if not url else path
         if not url and not p.exists():
@@ -319,9 +381,13 @@ class VideoFileSource(Source):
         self._cap = SafeCapture(cap)
 
     def __iter__(self) -> Iterator[Frame]:
+        ahead = _ReadAhead(self._frames(), self.read_ahead, f"decode:{self.name}") if self.read_ahead > 0 else None
         try:
-            yield from self._frames()
+            yield from (ahead if ahead is not None else self._frames())
         finally:  # ended, abandoned or closed: the capture goes (after a read in progress)
+            if ahead is not None:
+                self._closed = True
+                ahead.stop()
             self._cap.release()
 
     def _frames(self) -> Iterator[Frame]:
@@ -633,7 +699,7 @@ class LiveVideoSource(LiveSource):
         self.stream = is_stream(path)
         self.url = "://" in str(path)
         self._fps_override = fps
-        self._file = VideoFileSource(path, fps)
+        self._file = VideoFileSource(path, fps, read_ahead=0)
         super().__init__(self._file.name, self._file.fps, stall_timeout=stall_timeout, on_stall=on_stall,
                          max_retries=max_retries)
         self.path = self._file.path
@@ -647,7 +713,7 @@ class LiveVideoSource(LiveSource):
     def _reopen(self) -> None:
         self._merge_faults()
         self._file.close()
-        self._file = VideoFileSource(self.path, self._fps_override)
+        self._file = VideoFileSource(self.path, self._fps_override, read_ahead=0)
 
     def _read_forever(self) -> Iterator[Frame]:
         start = None

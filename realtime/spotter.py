@@ -60,7 +60,8 @@ class SpotterConfig:
     k_sigma: float = 8.0              # threshold = baseline + max(k_sigma * sigma, min_rise)
     min_rise: float = 0.25            # px of the 224 crop: the smallest rise that can open an event
     onset_sigma: float = 2.0          # onset / offset level: baseline + onset_sigma * sigma
-    apex_drop: float = 0.75           # apex confirmed when the value is down to this share of the rise
+    apex_drop: float = 0.85           # apex confirmed when the value is down to this share of the rise
+                                      # (chosen on training identities: scripts/tune_apex.py)
     apex_wait_ms: float = 150.0       # ... or this long after the peak
     apex_top: float = 0.8             # the apex parabola is fitted where the bump is above this share
     smooth_ms: float = 15.0           # causal smoothing of the value for the falling tests

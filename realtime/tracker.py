@@ -88,6 +88,8 @@ class TrackResult:
     timings_ms: "detect" (detector and, on acquisition, the mesh check; 0 when none ran)
     and "landmarks" (landmark model plus the per-frame checks).
     reason: why the face was not found, or why a detection ran, in words.
+    held: the landmark model did not run on this frame (``update(refresh=False)``); box and
+    landmarks are the previous frame's.
     """
 
     found: bool
@@ -98,6 +100,7 @@ class TrackResult:
     redetected: bool
     timings_ms: dict[str, float] = field(default_factory=lambda: {"detect": 0.0, "landmarks": 0.0})
     reason: str = ""
+    held: bool = False    # update(refresh=False): the previous frame's landmarks, not re-run
 
 
 # ---- small pure helpers --------------------------------------------------------------------
@@ -198,11 +201,22 @@ class FaceTracker:
 
     # -- per frame --
 
-    def update(self, frame_bgr: np.ndarray) -> TrackResult:
-        """Track the subject in one frame (OpenCV BGR uint8, or greyscale)."""
+    def update(self, frame_bgr: np.ndarray, refresh: bool = True) -> TrackResult:
+        """Track the subject in one frame (OpenCV BGR uint8, or greyscale).
+
+        refresh=False (while tracking, between re-detections) skips the landmark model and
+        its checks on this frame and returns the previous frame's landmarks: a high-speed
+        stream can refresh them every other frame (a face moves a fraction of a pixel in
+        5 ms; the alignment is smoothed over ~0.5 s anyway). Loss is then noticed at the
+        next refreshed frame.
+        """
+        timings = {"detect": 0.0, "landmarks": 0.0}
+        if not refresh and self._box is not None and self._since_detect + 1 < self.config.redetect_every:
+            self._since_detect += 1
+            return TrackResult(True, self._box, self._lm.astype(np.float32), self._face_id, self._n_faces,
+                               False, timings, "landmarks held from the previous frame", held=True)
         frame = ensure_bgr(frame_bgr)
         gray = to_gray(frame)
-        timings = {"detect": 0.0, "landmarks": 0.0}
         if self._box is None:
             return self._acquire(frame, gray, timings)
         self._since_detect += 1

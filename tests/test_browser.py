@@ -158,14 +158,14 @@ def media(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(media, tmp_path_factory):
-    from test_webapp import tiny_recognizer
-
+    from engines.recognizer import DEMO_WEIGHTS, Recognizer
     from realtime.webapp import WebConfig, build_app
 
     gradio_tmp = tmp_path_factory.mktemp("gradio")
     old = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(gradio_tmp)
-    rec = tiny_recognizer(tmp_path_factory.mktemp("weights") / "tiny.safetensors")
+    # the bundled demo weights, as a user gets them (eager torch: no ONNX export to wait for)
+    rec = Recognizer.load(str(DEMO_WEIGHTS), device="cpu", engine="torch")
     demo = build_app(WebConfig(), rec)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False,

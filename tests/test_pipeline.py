@@ -2,6 +2,7 @@
 motion signal, spotter and a real (small, randomly initialised) recogniser."""
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -229,6 +230,23 @@ def test_single_face_clip(asset):
     row = r.signal_row()
     assert row["frame"] == 71 and row["found"] == 1
     assert "summary" in summary.format() and summary.to_dict()["frames"] == 72
+
+
+@pytest.mark.parametrize("fps,hz,held", [(200, 100.0, True), (200, None, False), (30, 100.0, False)])
+def test_landmark_rate_at_high_frame_rates(asset, fps, hz, held):
+    """landmarks_hz: a 200 fps stream runs the landmark model on every other frame; slower
+    streams, or landmarks_hz=None, on every frame. The motion signal is there either way."""
+    with open_source(video=asset("single_face.mp4"), fps=fps) as src:
+        pipe = Pipeline.for_source(src, PipelineConfig(engine="none", draw=False, landmarks_hz=hz))
+        results, _ = _run(pipe, src)
+    ran = [r.timings_ms["landmarks"] > 0 for r in results]
+    assert all(r.found and math.isfinite(r.value) for r in results[1:])
+    if held:
+        assert ran[::2] == [True] * 36 and not any(ran[1::2])   # odd frames held
+    else:
+        assert all(ran)
+    with pytest.raises(ValueError, match="landmarks_hz"):
+        PipelineConfig(landmarks_hz=0)
 
 
 def test_no_face_clip(asset):

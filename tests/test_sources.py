@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from realtime.sources import (
-    ArraySource, CameraError, Frame, ImageFolderError, LiveSource, SourceError, VideoFileError, natural_key,
-    open_source,
+    ArraySource, CameraError, Frame, ImageFolderError, LiveSource, SourceError, VideoFileError, VideoFileSource,
+    _ReadAhead, natural_key, open_source,
 )
 
 
@@ -51,6 +51,42 @@ def test_single_face_video_frames_fps_and_clock(asset):
     assert src.dropped == 0 and src.faults == {} and src.end_reason is None
     assert all(f.decode_ms >= 0 for f in frames)
     assert all(a.captured_at <= b.captured_at for a, b in zip(frames, frames[1:]))
+
+
+def _decode_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("decode:") and t.is_alive()]
+
+
+def test_read_ahead_gives_every_frame_in_order_and_stops_when_abandoned(asset):
+    path = asset("single_face.mp4")
+    with VideoFileSource(path, read_ahead=0) as src:
+        plain = [f.image for f in src]
+    with VideoFileSource(path, read_ahead=4) as src:
+        ahead = list(src)
+    assert len(ahead) == len(plain) == 72 and [f.index for f in ahead] == list(range(72))
+    assert all(np.array_equal(a.image, b) for a, b in zip(ahead, plain))
+    # the loop leaves early: the decoding thread stops and the capture is released
+    with VideoFileSource(path, read_ahead=4) as src:
+        for f in src:
+            if f.index == 5:
+                break
+    deadline = time.monotonic() + 5
+    while _decode_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _decode_threads() and src._cap.released
+    assert src.frames_read <= 5 + 1 + 4 + 1   # at most depth (+ one in hand) decoded past the last frame
+
+
+def test_read_ahead_raises_the_decoders_error_in_the_loop():
+    def frames():
+        yield Frame.from_array(np.zeros((8, 8, 3), np.uint8), 0, fps=1)
+        raise RuntimeError("decoder broke")
+
+    got = []
+    with pytest.raises(RuntimeError, match="decoder broke"):
+        for f in _ReadAhead(frames(), 2, "decode:test"):
+            got.append(f.index)
+    assert got == [0]
 
 
 def test_no_face_and_hevc_clips_decode(asset):

@@ -116,6 +116,25 @@ def test_reports_loss_when_the_face_leaves_and_reacquires_it(models, leaving_cli
     assert all(r.found and r.face_id == 0 for r in back)
 
 
+def test_held_frames_reuse_landmarks_and_loss_is_seen_at_the_next_refresh(models, leaving_clip):
+    """update(refresh=False) (a 200 fps stream refreshing landmarks every other frame)."""
+    tracker = make_tracker(models, "fast")
+    results = [tracker.update(f, refresh=i % 2 == 1) for i, f in enumerate(leaving_clip)]
+    for i, r in enumerate(results[:72]):
+        assert r.found and r.face_id == 0
+        if r.held:
+            assert i % 2 == 0 and not r.redetected and r.timings_ms["landmarks"] == 0.0
+            assert np.array_equal(r.landmarks, results[i - 1].landmarks)
+    assert sum(r.held for r in results[:72]) >= 30
+    # re-detection is never postponed by holding: still on frames 0, 30 and 60
+    assert [i for i, r in enumerate(results[:72]) if r.redetected] == [0, 30, 60]
+    # the cut at frame 72 (a held frame) is noticed on frame 73
+    assert results[72].found and results[72].held
+    assert not results[73].found and not any(r.found for r in results[73:])
+    # nothing is held without a face: a lost tracker detects on every frame again
+    assert not any(r.held for r in results[73:])
+
+
 def test_a_face_returning_elsewhere_is_a_new_subject(models, leaving_clip):
     tracker = make_tracker(models, "fast")
     for f in leaving_clip[60:72]:
