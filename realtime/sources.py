@@ -77,6 +77,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
 MAX_FPS = 10_000.0          # anything above is a broken header, not a camera
 MAX_SIDE = 16_384           # refuse absurd frame sizes before allocating them
 CORRUPT_RUN_LIMIT = 5       # consecutive undecodable frames before a file counts as truncated
+READ_AHEAD_BYTES = 256 << 20  # decoded frames a file source may hold ahead, in bytes (huge frames: fewer)
 
 
 class SourceError(RuntimeError):
@@ -337,7 +338,8 @@ class VideoFileSource(Source):
     """A video file decoded with OpenCV/FFmpeg; ``fps`` overrides a wrong header.
 
     read_ahead: frames decoded ahead in a background thread (0: decode in the caller's
-    thread, as ``LiveVideoSource``'s own reader does)."""
+    thread, as ``LiveVideoSource``'s own reader does); fewer when that many frames would
+    take more than ``READ_AHEAD_BYTES`` (none at all for frames larger than that)."""
 
     def __init__(self, path: str | os.PathLike, fps: float | None = None, *, read_ahead: int = 8) -> None:
         self.read_ahead = int(read_ahead)
@@ -379,6 +381,7 @@ class VideoFileSource(Source):
         n = cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self.header_frames = int(n) if math.isfinite(n) and 0 < n < 1e9 and not is_stream(path) else None
         self._cap = SafeCapture(cap)
+        self.read_ahead = max(0, min(self.read_ahead, READ_AHEAD_BYTES // max(1, w * h * 3)))
 
     def __iter__(self) -> Iterator[Frame]:
         ahead = _ReadAhead(self._frames(), self.read_ahead, f"decode:{self.name}") if self.read_ahead > 0 else None

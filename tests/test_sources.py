@@ -77,6 +77,19 @@ def test_read_ahead_gives_every_frame_in_order_and_stops_when_abandoned(asset):
     assert src.frames_read <= 5 + 1 + 4 + 1   # at most depth (+ one in hand) decoded past the last frame
 
 
+def test_read_ahead_is_bounded_in_bytes(asset, monkeypatch):
+    import realtime.sources as sources
+
+    frame_bytes = 640 * 360 * 3
+    monkeypatch.setattr(sources, "READ_AHEAD_BYTES", 3 * frame_bytes)
+    assert VideoFileSource(asset("single_face.mp4"), read_ahead=8).read_ahead == 3
+    monkeypatch.setattr(sources, "READ_AHEAD_BYTES", frame_bytes - 1)
+    src = VideoFileSource(asset("single_face.mp4"), read_ahead=8)
+    assert src.read_ahead == 0                       # a frame larger than the budget: decoded in the loop
+    with src:
+        assert len(list(src)) == 72 and not _decode_threads()
+
+
 def test_read_ahead_raises_the_decoders_error_in_the_loop():
     def frames():
         yield Frame.from_array(np.zeros((8, 8, 3), np.uint8), 0, fps=1)
