@@ -57,7 +57,7 @@ class OrtRunner(Runner):
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.intra_op_num_threads = threads or physical_cores()
         opts.inter_op_num_threads = 1
-        # Spinning threads answer faster but burn a core while idle; the live loop turns it off.
+        # Spinning threads answer faster but burn a core while they wait (engines.bench --no-spin: off).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         opts.log_severity_level = 3
         self.providers = providers or ["CPUExecutionProvider"]
