@@ -100,6 +100,8 @@ def test_sample_run_without_engine(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert "frames 20 processed" in p.stdout and "spotting only" in p.stdout
     assert (tmp_path / "e.jsonl").exists()
+    p = run_live("--sample", "--headless", "--engine", "none", "--max-frames", "20", "--landmarks-hz", "0")
+    assert p.returncode == 0 and "frames 20 processed" in p.stdout, p.stderr[-3000:]
 
 
 def test_help_has_examples():
@@ -134,6 +136,8 @@ def test_bad_inputs_are_refused_with_the_reason(tmp_path):
     assert p.returncode == 2 and "cannot record" in p.stderr
     p = run_live("--sample", "--headless", "--engine", tmp_path / "missing.safetensors")
     assert p.returncode == 2 and "missing.safetensors" in p.stderr
+    p = run_live("--sample", "--headless", "--engine", "none", "--landmarks-hz", "-5")
+    assert p.returncode == 2 and "--landmarks-hz" in p.stderr
 
 
 def test_truncated_recording_finishes_with_a_report(asset, tmp_path):
