@@ -331,6 +331,12 @@ def make_tracker(kind: str, models, redetect_every: int):
     return FaceTracker(kind, redetect_every=redetect_every, detector=det, landmarks=lms)
 
 
+def _landmarks_every(fps: float) -> int:
+    """Frames per landmark refresh at the live path's default ``landmarks_hz``."""
+    hz = PipelineConfig().landmarks_hz
+    return 1 if hz is None else max(1, round(fps / hz))
+
+
 def pipeline_config(fps: float, cfg: BenchConfig, engine: Engine) -> PipelineConfig:
     """The live path's settings: defaults, plus what the benchmark was asked for."""
     return PipelineConfig(fps=fps, tracker=cfg.tracker, engine=engine.spec if engine.recognizer else "none",
@@ -899,7 +905,8 @@ def build_report(clip: Clip, cfg: BenchConfig, engine: Engine, warm: dict, m: Me
         "settings": {"tracker": cfg.tracker, "engine": engine.spec, "device": cfg.device,
                      "warmup_frames": warm["frames"], "max_frames": cfg.max_frames,
                      "draw": s.draw, "drawn_frames": stages["draw"]["n"],
-                     "redetect_every": PipelineConfig().redetect_every},
+                     "redetect_every": PipelineConfig().redetect_every,
+                     "landmarks_every": _landmarks_every(fps)},
         "frames": m.frames,
         "dropped": s.dropped,
         "wall_s": m.wall_s,
@@ -951,6 +958,9 @@ def _met(t: dict) -> str:
 def markdown(r: dict) -> str:
     """report.md: the same figures as report.json, as tables a person reads."""
     mach, net, eng, st = r["machine"], r["network"], r["engine"], r["settings"]
+    every = st.get("landmarks_every")
+    lm_rate = "" if every is None else (" (68 landmarks on every frame)" if every == 1
+                                        else f" (68 landmarks on 1 frame in {every}, held on the others)")
     load = mach.get("loadavg_before") or {}
     load_after = mach.get("loadavg_after") or {}
     dec = r["decision_latency_ms"]
@@ -965,7 +975,7 @@ def markdown(r: dict) -> str:
         "",
         f"Input: {src['video']} ({size} at {src['fps']:g} fps, {r['frames']} frames"
         f"{', the generated 200 fps sample with ground truth' if src['sample'] else ''}); "
-        f"tracker `{st['tracker']}`; engine {eng.get('engine') or 'none'} {eng.get('precision') or ''} on "
+        f"tracker `{st['tracker']}`{lm_rate}; engine {eng.get('engine') or 'none'} {eng.get('precision') or ''} on "
         f"{eng.get('device') or '-'}; network width {net.get('width')}, "
         f"{_f((net.get('params') or 0) / 1e6, 2)} M parameters"
         f"{' (random init: timing only)' if net.get('random_init') else ''}; "
