@@ -62,7 +62,7 @@ class SpotterConfig:
     onset_sigma: float = 2.0          # onset / offset level: baseline + onset_sigma * sigma
     apex_drop: float = 0.85           # apex confirmed when the value is down to this share of the rise
                                       # (chosen on training identities: scripts/tune_apex.py)
-    apex_wait_ms: float = 150.0       # ... or this long after the peak
+    apex_wait_ms: float = 70.0        # ... or this long after the peak (a held apex; also tuned there)
     apex_top: float = 0.8             # the apex parabola is fitted where the bump is above this share
     smooth_ms: float = 15.0           # causal smoothing of the value for the falling tests
     offset_level: float = 0.25        # share of the rise under which the offset is looked for
