@@ -238,6 +238,18 @@ def _casme2_prefixes(sheets: dict[str, list[list]]) -> tuple[dict, dict]:
     return subjects, codes
 
 
+def _add_interval(ann: "Annotations", key: str, onset, apex, offset, kind: str, emotion, row: int) -> None:
+    """One annotated row: an uncoded offset is the apex (MEGC); a row without a usable
+    onset/offset span is counted in ``ann.skipped`` instead."""
+    if offset is None:
+        offset = apex
+    if onset is None or offset is None or offset < onset:
+        ann.skipped["unusable onset/offset"] = ann.skipped.get("unusable onset/offset", 0) + 1
+        return
+    ann.intervals.append(AnnotatedInterval(key, onset, apex, offset, kind,
+                                           None if emotion is None else _norm(emotion), row))
+
+
 def load_casme2_annotations(path: str | Path) -> Annotations:
     """CAS(ME)^2 workbook -> intervals keyed "15_0401" (subject folder _ expression code).
 
@@ -285,14 +297,7 @@ def load_casme2_annotations(path: str | Path) -> Annotations:
         onset = _frame_number(cell("onset"), where=where, missing=(None, 0))
         apex = _frame_number(cell("apex"), where=where, missing=(None, 0))
         offset = _frame_number(cell("offset"), where=where, missing=(None, 0))
-        if offset is None:          # not coded: MEGC takes the apex as the end
-            offset = apex
-        if onset is None or offset is None or offset < onset:
-            ann.skipped["unusable onset/offset"] = ann.skipped.get("unusable onset/offset", 0) + 1
-            continue
-        emotion = cell("emotion")
-        ann.intervals.append(AnnotatedInterval(key, onset, apex, offset, kind,
-                                               None if emotion is None else _norm(emotion), i))
+        _add_interval(ann, key, onset, apex, offset, kind, cell("emotion"), i)
     return ann
 
 
@@ -323,14 +328,7 @@ def load_samm_annotations(path: str | Path) -> Annotations:
         onset = _frame_number(cell("onset"), where=where, missing=(None, -1))
         apex = _frame_number(cell("apex"), where=where, missing=(None, -1, 0))
         offset = _frame_number(cell("offset"), where=where, missing=(None, -1, 0))
-        if offset is None:
-            offset = apex
-        if onset is None or offset is None or offset < onset:
-            ann.skipped["unusable onset/offset"] = ann.skipped.get("unusable onset/offset", 0) + 1
-            continue
-        emotion = cell("emotion")
-        ann.intervals.append(AnnotatedInterval(key, onset, apex, offset, kind,
-                                               None if emotion is None else _norm(emotion), i))
+        _add_interval(ann, key, onset, apex, offset, kind, cell("emotion"), i)
     return ann
 
 

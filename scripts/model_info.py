@@ -29,17 +29,8 @@ except ImportError:  # run from a source checkout without installing
 
 import torch
 
+from engines.bench import cpu_model
 from train.moext import MoExtClassifier, MoExtConfig, RecognitionGraph, param_breakdown
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine() -> dict:
