@@ -184,7 +184,8 @@ def _read_sheets(path: Path) -> dict[str, list[list]]:
         import csv
 
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            return {path.stem: [row for row in csv.reader(fh)]}
+            # an empty cell is None, as in a workbook
+            return {path.stem: [[None if c.strip() == "" else c for c in row] for row in csv.reader(fh)]}
     try:
         import pandas as pd
 
