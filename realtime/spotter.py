@@ -297,18 +297,17 @@ class OnlineSpotter:
 
     def finish(self) -> list[SpotUpdate]:
         """End of stream: close the open event at the last frame seen, if it has lasted
-        long enough (its apex update too if the apex was not confirmed yet)."""
+        long enough and its apex was confirmed. An event whose motion had not yet fallen
+        from its peak is cut off by the end: neither its apex nor its duration (micro or
+        macro) is known, so it is dropped (it was never announced)."""
         e = self._event
         if e is None:
             return []
         frame_index, t = e.frames[-1], e.times[-1]
-        if (t - e.times[e.onset]) * 1000.0 < self.config.min_duration_ms or self._is_blink(e):
+        if (e.apex is None or (t - e.times[e.onset]) * 1000.0 < self.config.min_duration_ms
+                or self._is_blink(e)):
             return self._close(frame_index, t, emit=False)
-        out = []
-        if e.apex is None:
-            e.apex = e.onset + int(round(estimate_apex(e.values[e.onset:], self._baseline, self.config.apex_top)))
-            out.append(self._update("apex", e, frame_index, t, None))
-        return out + self._close(frame_index, t, emit=True, offset=len(e.values) - 1)
+        return self._close(frame_index, t, emit=True, offset=len(e.values) - 1)
 
     # -- per frame --
 

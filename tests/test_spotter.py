@@ -204,6 +204,15 @@ def test_finish_closes_an_event_at_the_end_of_the_stream():
     assert sp.finish() == []
 
 
+def test_finish_drops_an_event_still_rising_at_the_end_of_the_stream():
+    """Cut off before its apex: neither apex nor kind is known, and nothing was announced."""
+    fps = 200.0
+    values, _ = signal(fps, 2.1, [(2.0, 200, 300, 1.0)], seed=11)   # still rising at the last frame
+    sp, updates, holding = run(values, fps)
+    assert holding[-1] and updates == []              # an event was open, its apex unconfirmed
+    assert sp.finish() == [] and not sp.holding
+
+
 def test_interrupt_drops_the_open_event_and_keeps_calibration():
     fps = 200.0
     values, _ = signal(fps, 3.0, [(2.0, 100, 200, 1.0)], seed=11)
