@@ -15,6 +15,34 @@ from typing import IO, Iterable, Iterator
 SCHEMA_VERSION = 1
 KINDS = ("micro", "macro")
 
+# Micro or macro: ONE rule for the spotter, the generator's ground truth and scoring.
+MICRO_MAX_MS = 500.0       # "megc": micro when onset -> offset <= 500 ms (MEGC long-video
+                           # spotting and SAMM; CASME II's total-duration criterion too)
+CASME_RISE_MAX_MS = 250.0  # "casme": also micro when onset -> apex <= 250 ms (CASME / CASME II
+                           # kept longer samples whose onset phase was short) ...
+MACRO_MIN_MS = 1000.0      # ... but an expression lasting 1 s or more is macro under every rule
+ME_RULES = ("megc", "casme")
+
+
+def expression_kind(onset_t: float, apex_t: float, offset_t: float, rule: str = "megc",
+                    fps: float | None = None) -> str:
+    """"micro" or "macro" for an expression with these onset / apex / offset times (seconds).
+
+    rule "megc" (default): micro when offset - onset <= 500 ms. rule "casme": micro also
+    when onset -> apex <= 250 ms and offset - onset < 1 s. With ``fps`` (a spotter's
+    measured interval), one frame of tolerance is allowed on the 500 ms: at 30 fps one frame
+    is 33 ms, and a detected offset can land one frame after the annotated one."""
+    if rule not in ME_RULES:
+        raise ValueError(f"micro/macro rule must be one of {ME_RULES}, got {rule!r}")
+    total_ms = (offset_t - onset_t) * 1000.0
+    rise_ms = (apex_t - onset_t) * 1000.0
+    slack = 1000.0 / fps if fps else 0.0
+    if total_ms <= MICRO_MAX_MS + slack + 1e-6:
+        return "micro"
+    if rule == "casme" and rise_ms <= CASME_RISE_MAX_MS + 1e-6 and total_ms < MACRO_MIN_MS - 1e-6:
+        return "micro"
+    return "macro"
+
 
 class EventFormatError(ValueError):
     """A line of an events / ground-truth file that is not a valid record."""
