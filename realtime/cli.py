@@ -2,8 +2,10 @@
 
 One loop for every source: read a frame, ``Pipeline.process`` it, hand the result to the
 sinks (window, annotated video, signal CSV, event log, console), print a summary at the
-end. ``--gradio`` starts the web demo and ``--bench`` the latency benchmark instead; both
-run the same Pipeline.
+end, and, when the input has a ground truth (--ground-truth, or <stem>.gt.jsonl beside the
+video), each true event hit or missed and the false alarms (realtime.scoring.compare_to_truth).
+``--gradio`` starts the web demo and ``--bench`` the latency benchmark instead; both run the
+same Pipeline.
 
 Exit status: 0 finished (faults, if any, are in the summary); 2 an input, option or
 output that cannot be used (the message says which and what to do); 3 the source was
@@ -22,14 +24,19 @@ examples:
   python run_live.py --camera 0                      # webcam, window with the overlay (q quits, c recalibrates)
   python run_live.py --camera 0 --width 640 --height 480 --camera-fps 120 --events out/events.jsonl
   python run_live.py --sample --headless --record out/annotated.mp4 --events out/events.jsonl --signal out/signal.csv
+  python run_live.py --sample smile --headless       # the real bundled clip: a man talking, ending in a broad smile
+  python run_live.py --video clip.mp4 --headless --ground-truth clip.gt.jsonl   # + true events hit / missed
   python run_live.py --video highspeed.avi --fps 200 --headless --events out/events.jsonl
   python run_live.py --images CASME2-RAW/sub01/EP02_01f --fps 200 --headless --signal out/signal.csv
   python run_live.py --video clip.mp4 --engine runs/demo/best.safetensors --tracker dlib --device cpu
   python run_live.py --gradio --port 7860 [--share --auth user:password]
   python run_live.py --bench --video clip.avi --fps 200    # same as python -m realtime.bench clip.avi --fps 200
 
-With no source option, --camera 0 is used. Events (one JSON object per line) carry onset/apex/offset
-frames and times, kind (micro/macro), label, probs and latency_ms; see README, "Outputs".
+With no source option, --camera 0 is used. --sample alone plays the bundled micro-expression clip
+(generated on a real face; its ground truth lies beside it, so the summary ends with each true event
+hit or missed); --sample smile plays the real clip. Any video with a <stem>.gt.jsonl beside it (as
+train.synth writes them) is compared the same way. Events (one JSON object per line) carry
+onset/apex/offset frames and times, kind (micro/macro), label, probs and latency_ms; see README, "Outputs".
 """
 
 EXIT_OK, EXIT_USAGE, EXIT_SOURCE_LOST, EXIT_INTERRUPTED = 0, 2, 3, 130
@@ -37,6 +44,7 @@ log = logging.getLogger("realtime.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from realtime import assets
     from realtime.face import TRACKER_KINDS
 
     ap = argparse.ArgumentParser(
@@ -49,7 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("--camera", type=int, metavar="INDEX", help="camera index (0 = default camera)")
     one.add_argument("--video", metavar="PATH", help="video file")
     one.add_argument("--images", metavar="DIR", help="folder of frames (sorted by name; needs --fps)")
-    one.add_argument("--sample", action="store_true", help="the bundled sample video (realtime/assets/single_face.mp4)")
+    one.add_argument("--sample", nargs="?", const=assets.DEFAULT_SAMPLE, choices=tuple(assets.SAMPLES), metavar="NAME",
+                     help="a bundled sample clip: micro (default: a micro-expression generated on a real face at "
+                          "100 fps, with its ground truth; realtime/assets/micro_sample.mp4) or smile (a real "
+                          "30 fps clip of a man talking who ends in a broad smile; realtime/assets/single_face.mp4)")
     src.add_argument("--fps", type=float, metavar="F",
                      help="true frame rate: overrides a video header (high-speed recordings often say 25/30); "
                           "required with --images")
@@ -73,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--draw-fps", type=float, default=60.0, metavar="F",
                      help="window only: draw the overlay at most F times per second (default 60; every frame "
                           "is drawn when recording)")
+    out.add_argument("--ground-truth", metavar="FILE.gt.jsonl",
+                     help="true events of the input (JSON lines as train.synth writes them): the summary ends "
+                          "with each one hit or missed, and the false alarms. Default: <video stem>.gt.jsonl "
+                          "beside the video, when there is one")
     out.add_argument("--quiet", action="store_true", help="print only warnings and the summary")
 
     model = ap.add_argument_group("model")
@@ -86,8 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="68-point landmarks at most this many times per second of source time (default "
                             "100: every other frame at 200 fps); 0 = every frame")
     model.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
+    model.add_argument("--causal", action="store_true",
+                       help="analyse a recording as a camera would (no look-ahead): by default a file or image "
+                            "folder is read ahead %(lookahead)s s to learn the person's calm level before its first "
+                            "frame is judged" % {"lookahead": "3"})
+    model.add_argument("--me-rule", choices=("megc", "casme"), default="megc",
+                       help="micro when onset -> offset <= 500 ms (megc, default; SAMM too), or also when the "
+                            "onset phase is <= 250 ms and the whole < 1 s (casme: CASME / CASME II)")
     model.add_argument("--calibration", type=float, metavar="S",
-                       help="seconds of neutral face the spotter calibrates on at the start (default: spotter's)")
+                       help="seconds of signal the spotter's noise model starts from before the first event can "
+                            "open (a warm start, not a neutral-face gate: the calm level keeps following the face; "
+                            "default 0.5)")
 
     web = ap.add_argument_group("web demo (--gradio)")
     web.add_argument("--gradio", action="store_true", help="start the browser demo instead of a window")
@@ -101,8 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run the latency benchmark (python -m realtime.bench) on --video/--sample")
     bench.add_argument("--bench-out", metavar="DIR", help="benchmark report folder")
 
-    ap.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                    help=argparse.SUPPRESS)
+    ap.add_argument("--log-level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                    metavar="LEVEL", help="debug | info (default) | warning | error; debug also lets through "
+                                          "the start-up messages of MediaPipe / TFLite / LiteRT")
     return ap
 
 
@@ -147,7 +172,7 @@ def _bench(args) -> int:
     if args.sample or args.video:
         from realtime import assets
 
-        argv.append(str(assets.path(assets.SAMPLE_VIDEO)) if args.sample else args.video)
+        argv.append(str(assets.sample_path(args.sample)) if args.sample else args.video)
     elif args.camera is not None or args.images:
         return _fail("--bench runs on a recording: give --video PATH (or --sample, or nothing for the bench's "
                      "own 200 fps sample)")
@@ -192,7 +217,8 @@ def run(args) -> int:
     """The live loop for parsed arguments (see build_parser)."""
     from realtime import assets
     from realtime.pipeline import Pipeline, PipelineConfig
-    from realtime.sinks import AnnotatedVideoWriter, ConsolePrinter, EventLog, SignalCSV, SinkError, print_summary
+    from realtime.sinks import (AnnotatedVideoWriter, ConsolePrinter, EventList, EventLog, SignalCSV, SinkError,
+                                print_summary)
     from realtime.sources import SourceError, open_source
 
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
@@ -208,7 +234,11 @@ def run(args) -> int:
         if not ok:
             return _fail(f"{why}: run with --headless (add --record OUT.mp4 to keep the overlay)")
 
-    video = str(assets.path(assets.SAMPLE_VIDEO)) if args.sample else args.video
+    video = str(assets.sample_path(args.sample)) if args.sample else args.video
+    try:
+        truth_file, truths = _ground_truth(args.ground_truth, video)
+    except ValueError as e:
+        return _fail(str(e))
     camera = args.camera if (args.camera is not None or video or args.images) else 0
     try:
         source = open_source(camera=camera, video=video, images=args.images, fps=args.fps, width=args.width,
@@ -229,8 +259,12 @@ def run(args) -> int:
                              engine=args.engine if recognizer is not None else "none",
                              draw=window or bool(args.record),
                              draw_fps=None if args.record else args.draw_fps,
-                             calibration_s=args.calibration, landmarks_hz=args.landmarks_hz or None)
+                             calibration_s=args.calibration, landmarks_hz=args.landmarks_hz or None,
+                             spotter={"rule": args.me_rule},
+                             lookahead_s=0.0 if args.causal else PipelineConfig.lookahead_s)
         pipe = Pipeline(cfg, recognizer, source_name=source.name)
+        if pipe.prime_from(source):
+            say(f"read ahead {pipe.primed} frames ({cfg.lookahead_s:g} s at most) to learn the calm level")
         try:
             if args.record:
                 sinks.append(AnnotatedVideoWriter(args.record, fps=source.fps))
@@ -242,6 +276,9 @@ def run(args) -> int:
             return _fail(str(e))
         if not args.quiet:
             sinks.append(ConsolePrinter())
+        found = EventList() if truths is not None else None
+        if found is not None:
+            sinks.append(found)
         info = pipe.engine_info()
         say(f"source: {source.name} at {source.fps:g} fps{' (live)' if source.live else ''}; tracker {args.tracker}; "
             f"engine {info.get('engine') or 'none'}"
@@ -268,6 +305,9 @@ def run(args) -> int:
             except Exception:
                 pass
     print_summary(summary)
+    comparison = None
+    if truths is not None:
+        comparison = _compare(found.events, truths, source.fps, summary, truth_file)
     for s in sinks:
         path = getattr(s, "path", None)
         if path is not None:
@@ -277,8 +317,53 @@ def run(args) -> int:
         from pathlib import Path
 
         Path(args.summary_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.summary_json).write_text(json.dumps(summary.to_dict(), indent=2))
+        d = summary.to_dict()
+        if comparison is not None:
+            d["ground_truth"] = dict(comparison.to_dict(), file=str(truth_file))
+        Path(args.summary_json).write_text(json.dumps(d, indent=2))
     return code
+
+
+def _ground_truth(option: str | None, video: str | None):
+    """(file, true events) from --ground-truth, else from <stem>.gt.jsonl beside the video;
+    (None, None) when there is none. ValueError for an unusable --ground-truth file (a
+    broken file found beside the video is only warned about)."""
+    from pathlib import Path
+
+    from realtime.events import EventFormatError, read_ground_truth
+
+    if option:
+        path = Path(option)
+        if not path.is_file():
+            raise ValueError(f"--ground-truth {option}: no such file")
+    elif video:
+        from train.synth import ground_truth_path
+
+        path = ground_truth_path(video)
+        if not path.is_file():
+            return None, None
+    else:
+        return None, None
+    try:
+        return path, read_ground_truth(path)
+    except (OSError, EventFormatError) as e:
+        if option:
+            raise ValueError(f"--ground-truth {option}: {e}") from None
+        log.warning("%s: ground truth beside the video not used: %s", path, e)
+        return None, None
+
+
+def _compare(events, truths, fps: float, summary, truth_file):
+    """Print the run against its ground truth (after the summary); returns the comparison."""
+    from realtime.scoring import compare_to_truth
+
+    rates = {round(float(t.fps), 3) for t in truths if t.fps}
+    if fps and rates and any(abs(r - fps) > 0.01 * fps for r in rates):
+        log.warning("%s was written for %s fps but the source runs at %g fps: frame numbers may not line up "
+                    "(pass --fps to set the true rate)", truth_file, "/".join(f"{r:g}" for r in sorted(rates)), fps)
+    comparison = compare_to_truth(events, truths, fps, until_frame=summary.frames + summary.dropped)
+    print(comparison.format(getattr(truth_file, "name", str(truth_file))), flush=True)
+    return comparison
 
 
 def _stop_on_sigterm() -> None:

@@ -458,12 +458,26 @@ class VideoRun:
     fps: float
     wall_s: float
     end_reason: str | None = None
+    regions: dict[str, list[float]] = field(default_factory=dict)   # per frame (nan: no face)
+    faults: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+MODES = ("recording", "causal")
+BANDS = (0.0, 5.0, 10.0, 20.0, 50.0, math.inf)
+"""Amplitude bands of the sensitivity table: a true ME's peak motion in multiples of its
+clip's calm level (measure_ratios)."""
 
 
 def spot_video(path: Path, fps: float | None, recognizer=None, tracker: str = "fast",
-               spotter: dict | None = None, motion: dict | None = None, progress: bool = True) -> VideoRun:
+               spotter: dict | None = None, motion: dict | None = None, progress: bool = True,
+               mode: str = "recording") -> VideoRun:
     """Run one video (file or image folder) through ``realtime.pipeline.Pipeline`` with
-    nothing dropped, and return its final events as intervals."""
+    nothing dropped, and return its final events as intervals. ``mode`` "recording": the
+    noise model is warmed up on a look-ahead, as run_live.py does for files; "causal": as a
+    camera sees it (what the latency benchmark measures)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     from tqdm import tqdm
 
     from realtime.pipeline import Pipeline, PipelineConfig
@@ -473,19 +487,96 @@ def spot_video(path: Path, fps: float | None, recognizer=None, tracker: str = "f
     kw = {"images": path} if path.is_dir() else {"video": path}
     with open_source(fps=fps, **kw) as src:
         cfg = PipelineConfig(fps=src.fps, tracker=tracker, engine="none", draw=False,
-                             spotter=dict(spotter or {}), motion=dict(motion or {}))
+                             spotter=dict(spotter or {}), motion=dict(motion or {}),
+                             lookahead_s=PipelineConfig.lookahead_s if mode == "recording" else 0.0)
         pipe = Pipeline(cfg, recognizer=recognizer, source_name=path.name)
+        pipe.prime_from(src)
         events = []
+        regions: dict[str, list[float]] = {n: [] for n in REGION_NAMES}
         total = getattr(src, "header_frames", None) or None
         bar = tqdm(src, total=total, desc=path.name, unit="frame", disable=not progress, leave=False)
         for frame in bar:
             r = pipe.process(frame)
             events += [e for e in r.new_events if e.finalised_t is not None]
+            for n in REGION_NAMES:
+                regions[n].append(r.regions.get(n, math.nan) if r.regions else math.nan)
         events += pipe.close(wait=True)
         summary = pipe.summary(src)
     dets = [Interval(e.onset_frame, e.offset_frame, e.apex_frame, e.kind, e.label) for e in events]
     return VideoRun(dets, [e.to_dict() for e in events], summary.frames, summary.face_share, src.fps,
-                    time.perf_counter() - t0, summary.end_reason)
+                    time.perf_counter() - t0, summary.end_reason, regions, dict(summary.faults),
+                    dict(summary.rejected))
+
+
+REGION_NAMES = ("brows", "nose", "mouth")
+
+
+def measure_ratios(regions: dict[str, list[float]], truth: Sequence[Interval], fps: float,
+                   margin_s: float = 0.3) -> list[float | None]:
+    """Each true micro-expression's amplitude in multiples of its clip's calm level: the
+    largest, over the expression regions, of (peak motion inside the interval) / (median
+    motion on calm frames: none within ``margin_s`` of any true event). None when a region
+    has no calm frame or the interval no face."""
+    import numpy as np
+
+    if not regions or not truth:
+        return [None for _ in truth]
+    a = np.asarray([regions[n] for n in REGION_NAMES], dtype=np.float64)     # (R, frames)
+    n = a.shape[1]
+    busy = np.zeros(n, bool)
+    pad = int(round(margin_s * fps))
+    for t in truth:
+        busy[max(0, t.onset - pad):min(n, t.offset + pad + 1)] = True
+    calm = a[:, ~busy]
+    out: list[float | None] = []
+    for t in truth:
+        if t.kind != "micro":
+            out.append(None)
+            continue
+        seg = a[:, max(0, t.onset):min(n, t.offset + 1)]
+        ok = np.isfinite(seg).any(1) & (np.isfinite(calm).sum(1) > 0 if calm.size else False)
+        if not np.any(ok):
+            out.append(None)
+            continue
+        level = np.nanmedian(calm[ok], axis=1)
+        out.append(float(np.max(np.nanmax(seg[ok], axis=1) / np.maximum(level, 1e-6))))
+    return out
+
+
+def band_of(ratio: float) -> str:
+    for lo, hi in zip(BANDS[:-1], BANDS[1:]):
+        if lo <= ratio < hi:
+            return f"{lo:g}-{hi:g}x" if math.isfinite(hi) else f">={lo:g}x"
+    return "?"
+
+
+def sensitivity(videos: list[dict]) -> dict[str, dict]:
+    """Recall of true micro-expressions by amplitude band, pooled over videos."""
+    table: dict[str, dict] = {}
+    for v in videos:
+        for ratio, hit in v.get("micro_truth_ratios", []):
+            if ratio is None:
+                continue
+            row = table.setdefault(band_of(ratio), {"n": 0, "hits": 0})
+            row["n"] += 1
+            row["hits"] += int(hit)
+    order = [band_of(lo) for lo in BANDS[:-1]]
+    return {b: dict(table[b], recall=round(table[b]["hits"] / table[b]["n"], 4)) for b in order if b in table}
+
+
+def relabel_truth(truth: list[Interval], fps: float, rule: str) -> list[Interval]:
+    """The generator's micro/macro ground truth under ``rule`` (realtime.events.expression_kind),
+    so that scores compare like with like; other kinds (blink, speech...) are unchanged."""
+    from realtime.events import expression_kind
+
+    out = []
+    for t in truth:
+        if t.kind in ("micro", "macro"):
+            apex = t.apex if t.apex is not None else t.onset
+            kind = expression_kind(t.onset / fps, apex / fps, t.offset / fps, rule)
+            t = Interval(t.onset, t.offset, t.apex, kind, t.label)
+        out.append(t)
+    return out
 
 
 def load_engine(spec: str, device: str = "auto"):
@@ -506,28 +597,72 @@ def load_engine(spec: str, device: str = "auto"):
 
 def evaluate_cases(cases: list[VideoCase], *, fps: float | None = None, recognizer=None, tracker: str = "fast",
                    iou: float = 0.5, spotter: dict | None = None, motion: dict | None = None,
-                   progress: bool = True, log=print) -> dict:
-    """Run and score every case; returns the JSON-ready report (per video and pooled)."""
+                   progress: bool = True, log=print, mode: str = "recording") -> dict:
+    """Run and score every case; returns the JSON-ready report (per video and pooled, and
+    the recall of true micro-expressions by amplitude band). The generator's ground truth
+    is judged micro or macro under the spotter's rule (``spotter["rule"]``, default megc)."""
+    from realtime.scoring import match_intervals
+    from realtime.spotter import SpotterConfig
+
+    rule = (spotter or {}).get("rule", SpotterConfig.rule)
     pooled: dict[str, list[SpotScore]] = {k: [] for k in SCORE_KINDS}
     videos = []
     for case in cases:
-        run = spot_video(case.path, fps or case.fps, recognizer, tracker, spotter, motion, progress)
+        run = spot_video(case.path, fps or case.fps, recognizer, tracker, spotter, motion, progress, mode)
+        truth = relabel_truth(case.truth, run.fps, rule) if case.layout == "synth" else case.truth
+        kinds = sorted({t.kind for t in truth if t.kind})
         entry = {"video": case.name, "layout": case.layout, "fps": run.fps, "frames": run.frames,
                  "face_share": round(run.face_share, 4), "wall_s": round(run.wall_s, 2),
                  "realtime_factor": round(run.frames / run.wall_s / run.fps, 3) if run.wall_s > 0 else None,
-                 "end_reason": run.end_reason,
-                 "truth": {k: sum(t.kind == k for t in case.truth) for k in ("micro", "macro", "blink")},
+                 "end_reason": run.end_reason, "faults": run.faults, "rejected": run.rejected,
+                 "truth": {k: sum(t.kind == k for t in truth) for k in ["micro", "macro"] + kinds},
                  "detected": {k: sum(d.kind == k for d in run.detections) for k in ("micro", "macro")},
                  "scores": {}, "events": run.events}
         for k in SCORE_KINDS:
-            s = score_intervals(run.detections, case.truth, run.fps, k, iou)
+            s = score_intervals(run.detections, truth, run.fps, k, iou)
             pooled[k].append(s)
             entry["scores"][k] = s.summary()
+        micro_truth = [t for t in truth if t.kind == "micro"]
+        hit = set(j for _, j, _ in match_intervals([d for d in run.detections if d.kind == "micro"],
+                                                   micro_truth, iou).pairs)
+        ratios = measure_ratios(run.regions, micro_truth, run.fps)
+        entry["micro_truth_ratios"] = [(None if r is None else round(r, 2), j in hit) for j, r in enumerate(ratios)]
         videos.append(entry)
         if log:
             log(_row(case.name, entry["scores"]))
-    return {"iou_threshold": iou, "videos": videos,
-            "pooled": {k: pool(v).summary() for k, v in pooled.items()}}
+    return {"iou_threshold": iou, "mode": mode, "rule": rule, "videos": videos,
+            "pooled": {k: pool(v).summary() for k, v in pooled.items()},
+            "sensitivity": sensitivity(videos)}
+
+
+def plot_sensitivity(reports: dict[str, dict], path: str | Path) -> Path:
+    """Recall of true micro-expressions by amplitude band, one line per mode: the
+    sensitivity curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for mode, rep in reports.items():
+        table = rep["sensitivity"]
+        bands = list(table)
+        ax.plot(range(len(bands)), [table[b]["recall"] for b in bands], marker="o", label=mode)
+        for i, b in enumerate(bands):
+            ax.annotate(f"n={table[b]['n']}", (i, table[b]["recall"]), textcoords="offset points", xytext=(0, 6),
+                        fontsize=7, ha="center")
+        ax.set_xticks(range(len(bands)), bands)
+    ax.set_ylim(0, 1.1)
+    ax.set_xlabel("micro-expression peak / calm level of its clip")
+    ax.set_ylabel("recall (IoU >= 0.5)")
+    ax.grid(True, lw=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _fmt(x, pct=False) -> str:
@@ -584,6 +719,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--kind", default="micro", choices=SCORE_KINDS,
                     help="which intervals the headline figures are for (all kinds go to the JSON)")
     ap.add_argument("--iou", type=float, default=0.5, help="IoU for a hit (default 0.5, MEGC)")
+    ap.add_argument("--mode", default="recording", choices=MODES + ("both",),
+                    help="recording: the noise model warmed up on a look-ahead, as run_live.py reads files; "
+                         "causal: as a camera sees it; both: each, reported side by side (default recording)")
+    ap.add_argument("--rule", default="megc", choices=("megc", "casme"),
+                    help="micro/macro rule of the spotter and of the generator's ground truth (default megc: "
+                         "onset -> offset <= 500 ms; casme: also a short onset phase)")
+    ap.add_argument("--plot", metavar="PNG", help="write the sensitivity curve (recall by amplitude band) here")
     ap.add_argument("--limit", type=int, default=None, help="evaluate only the first N videos")
     ap.add_argument("--out", help="write the JSON report here")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -612,30 +754,43 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{getattr(recognizer, 'name', None) or 'none'}, tracker {args.tracker}, IoU >= {args.iou}")
     from realtime.sources import SourceError
 
+    modes = MODES if args.mode == "both" else (args.mode,)
+    reports = {}
     try:
-        report = evaluate_cases(cases, fps=args.fps, recognizer=recognizer, tracker=args.tracker, iou=args.iou,
-                                progress=not args.quiet)
+        for mode in modes:
+            if len(modes) > 1:
+                print(f"== mode {mode}")
+            reports[mode] = evaluate_cases(cases, fps=args.fps, recognizer=recognizer, tracker=args.tracker,
+                                           iou=args.iou, spotter={"rule": args.rule}, progress=not args.quiet,
+                                           mode=mode)
     except SourceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
         if recognizer is not None:
             recognizer.close()
-    report.update({"layout": notes["layout"], "dir": str(args.dir), "engine": args.engine,
-                   "tracker": args.tracker, "kind": args.kind, "notes": notes})
-    p = report["pooled"][args.kind]
-    print(f"\npooled {args.kind} over {len(cases)} video(s): F1 {_fmt(p['f1'])}  precision {_fmt(p['precision'])}  "
-          f"recall {_fmt(p['recall'])}  (TP {p['tp']} FP {p['fp']} FN {p['fn']})")
-    if p["apex_error_ms_median"] is not None:
-        print(f"apex error: median {p['apex_error_ms_median']:.1f} ms, within {p['apex_within_ms']:g} ms: "
-              f"{p['apex_within_share']:.0%} of hits")
-    if p["label_accuracy"] is not None:
-        print(f"label accuracy over {p['labelled_hits']} hits: {p['label_accuracy']:.3f}")
+    for mode, report in reports.items():
+        report.update({"layout": notes["layout"], "dir": str(args.dir), "engine": args.engine,
+                       "tracker": args.tracker, "kind": args.kind, "notes": notes})
+        p = report["pooled"][args.kind]
+        print(f"\n[{mode}] pooled {args.kind} over {len(cases)} video(s): F1 {_fmt(p['f1'])}  "
+              f"precision {_fmt(p['precision'])}  recall {_fmt(p['recall'])}  (TP {p['tp']} FP {p['fp']} FN {p['fn']})")
+        if p["apex_error_ms_median"] is not None:
+            print(f"apex error: median {p['apex_error_ms_median']:.1f} ms, within {p['apex_within_ms']:g} ms: "
+                  f"{p['apex_within_share']:.0%} of hits")
+        if p["label_accuracy"] is not None:
+            print(f"label accuracy over {p['labelled_hits']} hits: {p['label_accuracy']:.3f}")
+        if report["sensitivity"]:
+            print("micro recall by amplitude (peak / calm level): " + ", ".join(
+                f"{b} {r['hits']}/{r['n']}" for b, r in report["sensitivity"].items()))
+    report = reports[modes[0]] if len(modes) == 1 else {"modes": reports}
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2), encoding="utf-8")
         print(f"wrote {out}")
+    if args.plot:
+        print(f"wrote {plot_sensitivity(reports, args.plot)}")
     return 0
 
 

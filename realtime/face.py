@@ -29,9 +29,16 @@ paper's), "fast" (BlazeFace + 68 points) and "mediapipe" (BlazeFace + mesh).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
+import logging
 import math
+import os
+import re
+import sys
+import tempfile
+import threading
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -480,6 +487,60 @@ def _nms(dets: list[BlazeFaceDetection], iou: float) -> list[BlazeFaceDetection]
     return keep
 
 
+log = logging.getLogger(__name__)
+
+# What MediaPipe, LiteRT, TFLite and absl/glog print on their own while a model is created,
+# first run and destroyed: "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
+# "INFO: [environment.cc:36] ...", "WARNING: Logging before InitGoogle() ...",
+# "W0000 00:00:... inference_runner_litert.cc:1418] Input tensor memory is not aligned ...".
+# Lines of ours ("INFO: exporting ...") and errors ("E0000 ...", "ERROR: ...") never match.
+NATIVE_BANNER = re.compile(r"INFO: (\[\w+\.cc:\d+\]|Created TensorFlow Lite|Initialized TensorFlow Lite)"
+                           r"|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \w+\.cc:\d+\]"
+                           r"|WARNING: Logging before InitGoogle\(\)")
+_native_lock = threading.RLock()
+
+
+@contextlib.contextmanager
+def native_log_filter():
+    """Keep the native libraries' start-up banner (``NATIVE_BANNER``) off the console
+    unless logging is at DEBUG (run_live.py --log-level debug).
+
+    Those libraries write straight to file descriptor 2, past Python's logging, and
+    GLOG_minloglevel / TF_CPP_MIN_LOG_LEVEL silence only part of it; so fd 2 goes to a
+    temporary file for the duration, and afterwards every line that is not banner (an
+    error, anything of ours written meanwhile) is passed on to the real stderr."""
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    with _native_lock:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):  # no fd 2 to redirect: say everything
+            saved = None
+        if saved is None:
+            yield
+            return
+        try:
+            with tempfile.TemporaryFile() as tmp:
+                os.dup2(tmp.fileno(), 2)
+                try:
+                    yield
+                finally:
+                    try:
+                        sys.stderr.flush()
+                    except (OSError, ValueError, AttributeError):
+                        pass
+                    os.dup2(saved, 2)
+                    tmp.seek(0)
+                    text = tmp.read().decode("utf-8", errors="replace")
+                    kept = "".join(line for line in text.splitlines(keepends=True) if not NATIVE_BANNER.match(line))
+                    if kept:
+                        os.write(2, kept.encode("utf-8"))
+        finally:
+            os.close(saved)
+
+
 def _close_task(task) -> None:
     """Close a MediaPipe task quietly, also during interpreter exit (weakref.finalize).
 
@@ -487,7 +548,8 @@ def _close_task(task) -> None:
     raises; the process is ending and frees everything anyway, so the handle is dropped
     instead, which also keeps the task's own __del__ from failing during module teardown."""
     try:
-        task.close()
+        with native_log_filter():   # LiteRT says goodbye on fd 2 ("DestroyAccelerator ...")
+            task.close()
     except Exception:
         task._handle = None
 
@@ -514,19 +576,21 @@ class MediaPipeDetector:
         if not path.is_file():
             raise FaceModelError(f"{path}: BlazeFace model file not found; pass the path of "
                                  f"{BLAZEFACE_MODEL} (see realtime/assets/MODELS.md)")
-        import mediapipe as mp
-        from mediapipe.tasks.python import BaseOptions, vision
+        with native_log_filter():
+            import mediapipe as mp
+            from mediapipe.tasks.python import BaseOptions, vision
 
-        options = vision.FaceDetectorOptions(
-            base_options=BaseOptions(model_asset_path=str(path)),
-            running_mode=vision.RunningMode.IMAGE,
-            min_detection_confidence=float(min_confidence),
-        )
-        try:
-            self._det = vision.FaceDetector.create_from_options(options)
-        except Exception as e:  # the Tasks API raises RuntimeError/ValueError variants
-            raise FaceModelError(f"{path}: could not load as a MediaPipe face detector ({e}); "
-                                 f"restore {BLAZEFACE_MODEL} (see realtime/assets/MODELS.md)") from None
+            options = vision.FaceDetectorOptions(
+                base_options=BaseOptions(model_asset_path=str(path)),
+                running_mode=vision.RunningMode.IMAGE,
+                min_detection_confidence=float(min_confidence),
+            )
+            try:
+                self._det = vision.FaceDetector.create_from_options(options)
+            except Exception as e:  # the Tasks API raises RuntimeError/ValueError variants
+                raise FaceModelError(f"{path}: could not load as a MediaPipe face detector ({e}); "
+                                     f"restore {BLAZEFACE_MODEL} (see realtime/assets/MODELS.md)") from None
+        self._first_run = True
         self._finalizer = weakref.finalize(self, _close_task, self._det)
         self._mp = mp
         self.min_confidence = float(min_confidence)
@@ -535,8 +599,14 @@ class MediaPipeDetector:
     def _run(self, rgb: np.ndarray, x0: int = 0, y0: int = 0) -> list[BlazeFaceDetection]:
         h, w = rgb.shape[:2]
         image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+        if self._first_run:   # the first inference logs a warning of its own on fd 2
+            with native_log_filter():
+                result = self._det.detect(image)
+            self._first_run = False
+        else:
+            result = self._det.detect(image)
         out = []
-        for d in self._det.detect(image).detections:
+        for d in result.detections:
             b = d.bounding_box
             kp = np.array([(k.x * w + x0, k.y * h + y0) for k in d.keypoints], dtype=np.float32).reshape(-1, 2)
             box = FaceBox(b.origin_x + x0, b.origin_y + y0, b.origin_x + b.width + x0, b.origin_y + b.height + y0,
@@ -615,8 +685,9 @@ class FaceMesh:
             raise FaceModelError("the 468-point mesh runs under ai-edge-litert, which is not "
                                  "installed: pip install ai-edge-litert==2.3.0 (extra 'faces')") from None
         try:
-            self._it = Interpreter(model_path=str(path), num_threads=num_threads)
-            self._it.allocate_tensors()
+            with native_log_filter():   # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+                self._it = Interpreter(model_path=str(path), num_threads=num_threads)
+                self._it.allocate_tensors()
         except Exception as e:
             raise FaceModelError(f"{path}: could not load as a TFLite model ({e}); restore "
                                  f"{MESH_MODEL} (see realtime/assets/MODELS.md)") from None

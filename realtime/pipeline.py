@@ -87,7 +87,7 @@ import cv2
 import numpy as np
 
 from engines.contract import bgr_to_rgb
-from realtime.events import Event
+from realtime.events import MICRO_MAX_MS, Event, expression_kind
 from realtime.face import CROP_SIZE, FaceBox, alignment_transform, ensure_bgr, warp_face
 from realtime.overlay import OverlayView, draw_overlay
 from realtime.sources import Frame
@@ -98,7 +98,6 @@ log = logging.getLogger("realtime.pipeline")
 STAGES = ("decode", "detect", "landmarks", "align", "motion", "spot", "infer", "draw")
 """Per-frame stages, in the order data flows; ``process`` and ``frame`` are added to the
 summary: the whole ``process`` call, and frame latency (captured -> result ready)."""
-ME_MAX_S = 0.5  # an ME lasts at most 500 ms in total (Yan et al. 2013; REALTIME.md)
 
 
 # ---------------------------------------------------------------------------------------
@@ -123,7 +122,11 @@ class PipelineConfig:
                                        # many overlays per second of wall time (display rate,
                                        # <= 60 is all a screen shows)
     curve_s: float = 4.0               # seconds of motion curve in the overlay
-    calibration_s: float | None = None  # neutral calibration at start (None: the spotter's default)
+    calibration_s: float | None = None  # camera: signal before the first event, the noise model's
+                                       # warm start (None: the spotter's default, 0.5 s)
+    lookahead_s: float = 3.0           # recordings: the noise model is warmed up on this much of the
+                                       # recording before its first frame is analysed (prime_from);
+                                       # 0 = causal, as a camera
     spotter: dict = field(default_factory=dict)   # further SpotterConfig overrides
     motion: dict = field(default_factory=dict)    # MotionConfig overrides
     buffer_s: float = 1.0              # raw face regions kept for the onset/apex pair (> 500 ms ME)
@@ -140,8 +143,11 @@ class PipelineConfig:
             raise ValueError(f"PipelineConfig.fps must be the source's positive frame rate, got {self.fps!r}")
         if self.draw_fps is not None and self.draw_fps <= 0:
             raise ValueError(f"draw_fps must be positive or None (every frame), got {self.draw_fps!r}")
-        if self.buffer_s * 1.0 < ME_MAX_S:
-            raise ValueError(f"buffer_s={self.buffer_s} is shorter than the longest micro-expression ({ME_MAX_S} s)")
+        if self.buffer_s * 1000.0 < MICRO_MAX_MS:
+            raise ValueError(f"buffer_s={self.buffer_s} is shorter than the longest micro-expression "
+                             f"({MICRO_MAX_MS / 1000:g} s)")
+        if not (self.lookahead_s >= 0 and math.isfinite(self.lookahead_s)):
+            raise ValueError(f"lookahead_s must be >= 0 (0: causal), got {self.lookahead_s!r}")
         if self.landmarks_hz is not None and not (math.isfinite(self.landmarks_hz) and self.landmarks_hz > 0):
             raise ValueError(f"landmarks_hz must be positive or None (every frame), got {self.landmarks_hz!r}")
         if self.keep_events < 1:
@@ -166,7 +172,8 @@ class FrameResult:
     landmarks: np.ndarray | None = None      # (68, 2) image pixels
     face_id: int | None = None
     n_faces: int = 0
-    value: float | None = None               # motion signal (None without a face)
+    value: float | None = None               # motion signal, px of the 224 crop (None without a face)
+    score: float | None = None               # the spotter's score: multiples of the calm level
     regions: dict[str, float] | None = None  # per-region motion
     threshold: float | None = None           # the spotter's current threshold
     in_event: bool = False                   # the spotter holds an event open
@@ -190,6 +197,7 @@ class FrameResult:
         return {"frame": self.index, "t": round(self.t, 6), "found": int(self.found),
                 "face_id": "" if self.face_id is None else self.face_id, "n_faces": self.n_faces,
                 "value": "" if self.value is None else round(self.value, 5),
+                "score": "" if self.score is None else round(self.score, 4),
                 "threshold": "" if self.threshold is None else round(self.threshold, 5),
                 "in_event": int(self.in_event)}
 
@@ -224,6 +232,8 @@ class RunSummary:
     tracker: str
     engine: str | None
     end_reason: str | None = None
+    rejected: dict[str, int] = field(default_factory=dict)   # motion bursts judged not expressions, by reason
+    lookahead_frames: int = 0    # recordings: frames the noise model was warmed up on before frame 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -233,7 +243,9 @@ class RunSummary:
                  f"frames {self.frames} processed, {self.dropped} dropped; face in {self.face_share:.0%} "
                  f"({self.frames_with_face} frames)",
                  f"events {self.events}: {self.micro} micro, {self.macro} macro"
-                 + (f" ({self.unlabelled} without label)" if self.unlabelled else ""),
+                 + (f" ({self.unlabelled} without label)" if self.unlabelled else "")
+                 + ("; not expressions: " + ", ".join(f"{k} {v}" for k, v in sorted(self.rejected.items()))
+                    if self.rejected else ""),
                  f"achieved {self.achieved_fps:.1f} fps over {self.wall_s:.1f} s; source {self.source_fps:g} fps; "
                  f"real-time factor {self.realtime_factor:.2f}",
                  f"tracker {self.tracker}; engine {self.engine or 'none (spotting only)'}; drawing {self.draw}"]
@@ -483,6 +495,7 @@ class Pipeline:
         self._last_seen_t: float | None = None       # source time the face was last tracked
         self._lost = False                            # motion/spotter already reset for this loss
         self._closed = False
+        self.primed = 0                               # look-ahead samples the noise model started from
 
     # -- construction helpers ----------------------------------------------------------
     def _spotter_config(self):
@@ -570,6 +583,57 @@ class Pipeline:
             self._fault("event_aborted", f"{self.source_name}: open event aborted ({why})", count=len(self._open))
             self._open.clear()
 
+    # -- recordings: look ahead --------------------------------------------------------------
+    def prime_from(self, source) -> int:
+        """A recording (file or folder of frames) can be read ahead: warm the spotter's noise
+        model up on its first ``lookahead_s`` seconds (read a second time, through
+        ``source.reopen()``), so that its first frame is analysed against the person's calm
+        level, not against a still-empty model. Live sources (cameras, streams, ``--realtime``
+        playback) and ``lookahead_s`` 0 stay causal. Returns the motion samples used."""
+        reopen = getattr(source, "reopen", None)
+        if getattr(source, "live", True) or self.config.lookahead_s <= 0 or reopen is None:
+            return 0
+        with reopen() as ahead:
+            return self.prime(ahead)
+
+    def prime(self, frames: Iterable[Frame]) -> int:
+        """Warm the noise model on the first ``lookahead_s`` seconds of ``frames`` (tracked,
+        aligned and measured as ``process`` does, with the rolling motion reference; nothing
+        is spotted or emitted). Call before the first ``process``. Returns the samples used."""
+        from realtime.motion import MotionSignal
+        from realtime.tracker import SmoothedTransform
+
+        if self.frames:
+            raise RuntimeError("prime() must come before the first process(): it warms up a fresh stream")
+        cfg = self.config
+        motion = MotionSignal(cfg.fps, **cfg.motion)
+        smoother = SmoothedTransform.for_fps(cfg.fps, cfg.smooth_s)
+        limit = max(1, int(math.ceil(cfg.lookahead_s * cfg.fps)))
+        samples, raw, face_id = [], None, None
+        for n, frame in enumerate(frames):
+            if n >= limit:
+                break
+            image = ensure_bgr(frame.image)
+            refresh = self._landmarks_every == 1 or n % self._landmarks_every == 0
+            try:
+                tr = self.tracker.update(image, refresh=refresh)
+            except Exception:  # counted when the frame comes again through process()
+                tr = None
+            if tr is None or not tr.found or tr.box is None or tr.landmarks is None or tr.box.width < cfg.min_face_px:
+                continue
+            if face_id is not None and tr.face_id != face_id:   # another person: their calm is not ours
+                break
+            face_id = tr.face_id
+            raw = raw if getattr(tr, "held", False) and raw is not None else alignment_transform(tr.landmarks)
+            sample = motion.update(warp_face(image, smoother.update(raw)))
+            if sample.ready:
+                samples.append(sample)
+        self.tracker.reset()          # the analysis proper starts from scratch (same ids)
+        if samples:
+            self.spotter.warm_start(samples)
+        self.primed = len(samples)
+        return len(samples)
+
     # -- the per-frame path ------------------------------------------------------------------
     def process(self, frame: Frame) -> FrameResult:
         """Run one frame through the path; never blocks on recognition."""
@@ -635,6 +699,7 @@ class Pipeline:
 
             # 4. spot
             updates = self.spotter.update(frame.index, frame.t, sample)
+            res.score = self.spotter.last_score
             self._follow_spotter()
             timings["spot"] = (time.perf_counter() - t2) * 1e3
         else:
@@ -647,7 +712,7 @@ class Pipeline:
         res.threshold = self.spotter.threshold
         res.in_event = bool(self.spotter.holding)
         res.calibrating = bool(self.spotter.calibrating) and found
-        self._curve.append((frame.t, value))
+        self._curve.append((frame.t, res.score if res.score is not None else math.nan))
 
         for u in updates:
             self._on_update(u, frame.captured_at)
@@ -693,6 +758,9 @@ class Pipeline:
         """A SpotUpdate: "apex" opens an event and submits its pair, "final" closes it."""
         key = int(u.onset_frame)
         ev = self._open.get(key)
+        if u.stage == "rejected":          # announced, then judged not an expression: withdrawn
+            self._open.pop(key, None)
+            return
         if ev is None:
             ev = _Open(onset_frame=key, apex_frame=int(u.apex_frame), onset_t=float(u.onset_t),
                        apex_t=float(u.apex_t), peak_motion=float(u.peak_motion), face_id=self._face_id,
@@ -712,7 +780,8 @@ class Pipeline:
             ev.final_t = float(u.decided_t)
             ev.final_lag_s = max(0.0, time.perf_counter() - captured_at)
             if ev.kind not in ("micro", "macro"):
-                ev.kind = "micro" if ev.offset_t - ev.onset_t <= ME_MAX_S else "macro"
+                ev.kind = expression_kind(ev.onset_t, ev.apex_t, ev.offset_t, self.spotter.config.rule,
+                                          self.config.fps)
 
     def _submit(self, ev: _Open) -> None:
         def no_label():
@@ -756,8 +825,8 @@ class Pipeline:
         if final:
             finalised_t = ev.final_t + ev.final_lag_s
             latency["final"] = max(0.0, (finalised_t - ev.apex_t) * 1e3)
-        # a provisional record needs a kind: the rise alone already rules out an ME if too slow
-        kind = ev.kind or ("micro" if ev.apex_t - ev.onset_t <= 0.26 else "macro")
+        # a provisional record needs a kind: "macro" once the event outlasted any ME, else "micro"
+        kind = ev.kind or "micro"
         r = ev.result
         return Event(source=self.source_name, fps=self.config.fps, onset_frame=ev.onset_frame,
                      apex_frame=ev.apex_frame,
@@ -822,6 +891,11 @@ class Pipeline:
             for ev in late:
                 ev.awaiting_label, ev.label_time = False, time.perf_counter()
         out = [e for e in self._emit_ready() if is_final(e)]
+        if self.frames_with_face and self.spotter.calibrating:
+            need = self.spotter.config.calibration_s
+            self._fault("too_short", f"{self.source_name}: too short to analyse: {self.frames_with_face} frame(s) "
+                                     f"with a face, the spotter needs {need:g} s of motion before it can judge "
+                                     "one (or a recording read ahead: keep lookahead_s > 0)")
         if self._open:
             self._fault("event_unfinished", f"{self.source_name}: {len(self._open)} event(s) still open at the end "
                                             "of the stream were not written", count=len(self._open))
@@ -888,4 +962,6 @@ class Pipeline:
             achieved_fps=achieved, realtime_factor=achieved / self.config.fps, wall_s=wall, faults=faults,
             stages=stages, decision_latency_ms=decision, final_latency_ms=self._final_ms.summary() if self._final_ms.n else {"n": 0},
             draw=self.config.draw_policy, tracker=getattr(self.tracker, "kind", type(self.tracker).__name__),
-            engine=engine, end_reason=end_reason)
+            engine=engine, end_reason=end_reason,
+            rejected={k: v for k, v in getattr(self.spotter, "rejected", {}).items() if v},
+            lookahead_frames=self.primed)

@@ -15,7 +15,8 @@ Scores pool over videos by summing TP / FP / FN (never by averaging per-video F1
 Micro- and macro-expressions are matched separately; "all" adds the two. Blinks in the
 ground truth are distractors: never targets. Beyond MEGC we report the apex error of
 each hit (ms; detected apex - true apex) and, when detections carry labels, the label
-accuracy over hits.
+accuracy over hits. ``compare_to_truth`` tells the same matching event by event for one
+run (each true event hit or missed, the false alarms): the end of run_live.py's summary.
 """
 from __future__ import annotations
 
@@ -179,3 +180,135 @@ def score_intervals(detected: Iterable[Any], truth: Iterable[Any], fps: float, k
 def pool(scores: Iterable[SpotScore]) -> SpotScore:
     """Sum TP / FP / FN and gather the per-hit details over videos."""
     return sum(scores, SpotScore())
+
+
+# ----------------------------------------------------------------------------------------
+# One run against its ground truth, event by event (the end of run_live.py's summary)
+
+@dataclass
+class TruthOutcome:
+    """What became of one true event in a run."""
+
+    truth: Interval
+    status: str                        # "hit", "missed", "distractor-ignored", "distractor-reported", "beyond-end"
+    detection: Interval | None = None  # the matched detection (hit) or the one that reported a distractor
+    iou: float | None = None           # IoU with that detection; for a miss, the best overlap of any detection
+    apex_error_ms: float | None = None  # detected apex - true apex (hits with both apexes)
+    note: str = ""                     # why a miss is a miss, in words
+
+    @property
+    def label_right(self) -> bool | None:
+        """Whether a hit carries the true label (None: not a hit, or either label unknown)."""
+        if self.status != "hit" or self.detection is None or self.detection.label is None or self.truth.label is None:
+            return None
+        return self.detection.label == self.truth.label
+
+
+@dataclass
+class TruthComparison:
+    """A run's detections against its ground truth (``compare_to_truth``)."""
+
+    fps: float
+    iou_threshold: float
+    outcomes: list[TruthOutcome]       # one per true event, in time order (blinks included)
+    false_alarms: list[Interval]       # detections that match no true micro/macro event
+    score: SpotScore                   # micro and macro together (score_intervals, kind "all")
+
+    def to_dict(self) -> dict:
+        def iv(i: Interval | None) -> dict | None:
+            return None if i is None else {"onset_frame": i.onset, "apex_frame": i.apex, "offset_frame": i.offset,
+                                           "kind": i.kind, "label": i.label}
+        return {"fps": self.fps, "iou_threshold": self.iou_threshold,
+                "truths": [{"truth": iv(o.truth), "status": o.status, "detection": iv(o.detection),
+                            "iou": _round(o.iou), "apex_error_ms": _round(o.apex_error_ms, 1),
+                            "label_right": o.label_right, "note": o.note} for o in self.outcomes],
+                "false_alarms": [iv(d) for d in self.false_alarms],
+                "score": self.score.summary()}
+
+    def _t(self, frame: int | None) -> str:
+        return "?" if frame is None else f"{frame / self.fps:.2f}"
+
+    def format(self, title: str = "", max_false_alarms: int = 5) -> str:
+        """A few lines: one per true event, the false alarms, the totals."""
+        lines = [f"== ground truth{': ' + title if title else ''} (hit = same kind and IoU >= {self.iou_threshold:g})"]
+        for o in self.outcomes:
+            t = o.truth
+            head = f"{t.kind or '?':5s} {t.label or '-':9s} {self._t(t.onset)}-{self._t(t.apex)}-{self._t(t.offset)} s:"
+            if o.status == "hit":
+                d = o.detection
+                lab = ("no label (spotting only)" if d.label is None else
+                       f"label {d.label} ({'right' if o.label_right else 'wrong'})" if t.label is not None else
+                       f"label {d.label}")
+                apex = f", apex {o.apex_error_ms:+.0f} ms" if o.apex_error_ms is not None else ""
+                lines.append(f"{head} spotted (IoU {o.iou:.2f}{apex}), {lab}")
+            elif o.status == "missed":
+                lines.append(f"{head} MISSED ({o.note})")
+            elif o.status == "distractor-ignored":
+                lines.append(f"{head} not reported (right: a blink is not an expression)")
+            elif o.status == "distractor-reported":
+                lines.append(f"{head} reported as a {o.detection.kind} expression (a false alarm)")
+            else:
+                lines.append(f"{head} after the last processed frame (not scored)")
+        if self.false_alarms:
+            shown = [f"{d.kind} {d.label or '(unlabelled)'} at {self._t(d.apex if d.apex is not None else d.onset)} s"
+                     for d in self.false_alarms[:max_false_alarms]]
+            more = len(self.false_alarms) - len(shown)
+            lines.append(f"false alarms {len(self.false_alarms)}: " + "; ".join(shown)
+                         + (f"; and {more} more" if more > 0 else ""))
+        else:
+            lines.append("false alarms: none")
+        s = self.score
+        f1 = "-" if s.f1 is None else f"{s.f1:.2f}"
+        labels = (f"; labels right on {sum(s.label_hits)} of {len(s.label_hits)} labelled hits"
+                  if s.label_hits else "")
+        lines.append(f"spotted {s.tp} of {s.tp + s.fn} true expressions, {s.fp} false alarm"
+                     f"{'' if s.fp == 1 else 's'}, F1 {f1}{labels}")
+        return "\n".join(lines)
+
+
+def compare_to_truth(detected: Iterable[Any], truth: Iterable[Any], fps: float, iou_threshold: float = 0.5,
+                     until_frame: int | None = None) -> TruthComparison:
+    """Event-by-event comparison of one run's detections with the clip's ground truth.
+
+    Matching is score_intervals' (same kind, IoU >= ``iou_threshold``, one-to-one): every
+    true micro/macro event is a hit or a miss, every unmatched detection a false alarm;
+    blinks are distractors, reported or not. ``until_frame``: true events that end at or
+    after it (a run stopped early, e.g. --max-frames) are listed but not scored."""
+    if not fps or fps <= 0:
+        raise ValueError(f"fps must be positive to turn frames into times, got {fps!r}")
+    det = [as_interval(d) for d in detected]
+    tru = sorted((as_interval(t) for t in truth), key=lambda t: (t.onset, t.offset))
+    scored = {j for j, t in enumerate(tru) if until_frame is None or t.offset < until_frame}
+    outcome: dict[int, TruthOutcome] = {}
+    used: set[int] = set()
+    for kind in TARGET_KINDS:
+        di = [i for i, d in enumerate(det) if d.kind == kind]
+        ti = [j for j, t in enumerate(tru) if t.kind == kind and j in scored]
+        m = match_intervals([det[i] for i in di], [tru[j] for j in ti], iou_threshold)
+        for a, b, iou in m.pairs:
+            d, t = det[di[a]], tru[ti[b]]
+            used.add(di[a])
+            err = (d.apex - t.apex) * 1000.0 / fps if d.apex is not None and t.apex is not None else None
+            outcome[ti[b]] = TruthOutcome(t, "hit", d, iou, err)
+    for j, t in enumerate(tru):
+        if j in outcome:
+            continue
+        overlaps = sorted(((interval_iou((d.onset, d.offset), (t.onset, t.offset)), i) for i, d in enumerate(det)),
+                          reverse=True)
+        best_iou, best = overlaps[0] if overlaps else (0.0, None)
+        if j not in scored:
+            outcome[j] = TruthOutcome(t, "beyond-end")
+        elif t.kind not in TARGET_KINDS:
+            outcome[j] = (TruthOutcome(t, "distractor-reported", det[best], best_iou) if best_iou > 0 else
+                          TruthOutcome(t, "distractor-ignored"))
+        else:
+            if best_iou >= iou_threshold and det[best].kind != t.kind:
+                note = f"spotted as {det[best].kind}, IoU {best_iou:.2f}"
+            elif best_iou > 0:
+                note = f"the nearest spotted event overlaps it with IoU {best_iou:.2f} only"
+            else:
+                note = "nothing spotted there"
+            outcome[j] = TruthOutcome(t, "missed", None, best_iou if best_iou > 0 else None, note=note)
+    false_alarms = [d for i, d in enumerate(det) if i not in used]
+    score = score_intervals(det, [tru[j] for j in sorted(scored)], fps, "all", iou_threshold)
+    return TruthComparison(float(fps), iou_threshold, [outcome[j] for j in range(len(tru))], false_alarms, score)

@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from realtime.pipeline import FrameResult, RunSummary
 
 FOURCC_BY_SUFFIX = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
-SIGNAL_COLUMNS = ("frame", "t", "found", "face_id", "n_faces", "value", "threshold", "in_event")
+SIGNAL_COLUMNS = ("frame", "t", "found", "face_id", "n_faces", "value", "score", "threshold", "in_event")
 
 
 class SinkError(RuntimeError):
@@ -203,6 +203,19 @@ class EventLog(Sink):
 
     def close(self) -> None:
         self._writer.close()
+
+
+class EventList(Sink):
+    """Keep the final events in memory (``events``), e.g. to compare a run with its ground truth."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def handle(self, result: "FrameResult") -> None:
+        self.handle_events(result.final_events)
+
+    def handle_events(self, events: Iterable[Event]) -> None:
+        self.events.extend(e for e in events if e.finalised_t is not None)
 
 
 def format_event(e: Event) -> str:

@@ -383,6 +383,10 @@ class VideoFileSource(Source):
         self._cap = SafeCapture(cap)
         self.read_ahead = max(0, min(self.read_ahead, READ_AHEAD_BYTES // max(1, w * h * 3)))
 
+    def reopen(self) -> "VideoFileSource":
+        """The same recording from its first frame (a second reader: recordings are read ahead)."""
+        return VideoFileSource(self.path, self.fps, read_ahead=self.read_ahead)
+
     def __iter__(self) -> Iterator[Frame]:
         ahead = _ReadAhead(self._frames(), self.read_ahead, f"decode:{self.name}") if self.read_ahead > 0 else None
         try:
@@ -456,6 +460,10 @@ class ImageFolderSource(Source):
         self.folder = d
         self.files = files
         self.header_frames = len(files)
+
+    def reopen(self) -> "ImageFolderSource":
+        """The same folder from its first frame (a second reader: recordings are read ahead)."""
+        return ImageFolderSource(self.folder, self.fps)
 
     def __iter__(self) -> Iterator[Frame]:
         for index, f in enumerate(self.files):

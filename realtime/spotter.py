@@ -1,37 +1,63 @@
 """Online onset / apex / offset spotting on the motion signal (REALTIME.md, "spotter").
 
-Offline peers threshold a whole video at mean + p (max - mean); live there is no whole
-video, so the threshold comes from a short neutral calibration and adapts slowly:
+Offline peers threshold a whole video at mean + p (max - mean). A camera gives no whole
+video, and a one-shot calibration is blinded for good by a person who is already moving in
+its first second (measured on real clips: a 12-25 px threshold over a 0.3-0.5 px calm face).
+So the threshold follows the face's own CALM level, re-estimated all the time:
 
-    calibration (first ``calibration_s``, neutral face): baseline = median, sigma = 1.4826 MAD
-    threshold  = baseline + max(k_sigma * sigma, min_rise)
-    adaptation: outside events, the last ``adapt_window_s`` of values (clipped at the
-                threshold, so events cannot drag it up) re-estimate baseline and sigma.
+    noise model  per expression region r (brows, nose, mouth) and for the eyes and the head:
+                 calm_r = the ``calm_quantile`` (0.2) of its motion over the last
+                 ``window_s`` seconds, every frame included, refreshed every
+                 ``update_every_ms``. A person who moves most of the time still has calm
+                 moments, and a low quantile finds them: an expressive start raises the
+                 level for a few seconds at most. A recording warms it up from a
+                 look-ahead (``warm_start``: Pipeline.prime), a camera from its first
+                 ``calibration_s`` (a warm start, not a neutral-face gate).
+    score        s = max_r motion_r / calm_r: how many times its calm level the most active
+                 expression region moves. A real AU12 moves only the mouth corners (0.25 px,
+                 six times that clip's calm mouth): per-region levels keep a small mouth
+                 motion from being judged against noisy brows. No absolute floor tuned on
+                 amplitudes: only ``floor_px`` (the flow's resolution) keeps calm above 0.
 
-The signal (realtime/motion.py) is the face's displacement from a reference frozen while
-an event is open, so one event is one bump: it leaves the baseline at the onset, peaks at
-the apex and returns at the offset. Per event:
+The motion signal (realtime/motion.py) is the face's displacement from a reference frozen
+while an event is open, so one event is one bump: it leaves calm at the onset, peaks at the
+apex and settles at the offset. Per event, in score units:
 
-    open     value > threshold. Onset = the first frame after the last one at or below
-             baseline + onset_sigma * sigma (looked up in a short history).
-    apex     confirmed once the (causally smoothed) value has fallen to
-             baseline + apex_drop * (peak - baseline), or ``apex_wait_ms`` after the peak:
-             an "apex" update is emitted then (the recogniser can run on onset + apex).
-             The apex frame is the vertex of a parabola fitted to the top of the bump.
-    offset   the value is back at baseline + onset_sigma * sigma (symmetric with the
-             onset), or, if it stalls above that, the lowest frame within ``settle_ms``
-             of falling under baseline + offset_level * (peak - baseline).
-    kind     "micro" when offset - onset <= 500 ms and onset -> apex <= 260 ms (Yan et al.
-             2013), in MILLISECONDS, so the limits are the same at 30 and 200 fps; else
-             "macro". A "final" update is emitted at the offset; events longer than
-             ``max_event_s`` are closed there as macro.
-    rejected too short (< ``min_duration_ms``: a noise spike), or a blink: the eye
-             region rose more than ``blink_ratio`` times the expression regions (blinks
-             last about as long as an ME but move only the eyelids).
+    open     s > ``open_ratio``. Onset = the first frame after the last one at or below
+             ``onset_ratio`` (looked up in a short history, never before the last event).
+    apex     confirmed once the (causally smoothed) score has fallen to
+             1 + apex_drop * (peak - 1), or ``apex_wait_ms`` after the peak: an "apex"
+             update is emitted (the recogniser can run on onset + apex). The apex frame is
+             the vertex of a two-sided parabola fitted to the top of the bump.
+    offset   the score is back at ``onset_ratio``, or the face has SETTLED: after falling
+             under 1 + offset_level * (peak - 1) the score has made no new low for
+             ``settle_ms``; the offset is the first frame that came within ``settle_tol``
+             of the rise above that low. Real faces rarely return exactly to the onset's
+             position (drift): the dataset-annotated offset is where the motion stops.
+    kind     realtime.events.expression_kind (``rule``): "megc" micro when onset -> offset
+             <= 500 ms (one frame of tolerance), "casme" also a short onset phase (<= 250
+             ms) under 1 s. A "final" update is emitted at the offset; events longer than
+             ``max_event_s`` are closed there (macro).
+    rejected never reported, counted in ``rejected``:
+             "spike"  shorter than ``min_duration_ms``;
+             "blink"  the eyes' score rose more than ``blink_ratio`` times the expression
+                      regions' (blinks, winks and gaze shifts last about as long as an ME
+                      but move the eyes);
+             "head"   the head's own motion score rose more than ``head_ratio`` times the
+                      expression's (nods and turns leave non-rigid residue);
+             "busy"   a micro-length event in a face that was already moving: its peak is
+                      under ``prominence`` times the median score of the ``context_ms``
+                      before its onset, or another event ended less than ``isolation_ms``
+                      before its onset or starts less than that after its offset. Speech
+                      is a train of such bursts; a micro-expression rises from a still
+                      face and leaves it still. Long events in a busy face stay (macro).
+             A micro-expression's "final" therefore comes ``isolation_ms`` after its
+             offset (its "apex" update, with the label, does not wait).
+             The apex update of a busy event is held back until its kind is known.
 
-After an event, ``refractory_ms`` pass before the next may open. ``holding`` is True
-while an event is open: feed it to MotionSignal.update(hold=...) and to the aligner's
-freeze (LiveSpotter does the first for you).
+After an event, ``refractory_ms`` pass before the next may open. ``holding`` is True while
+an event is open: feed it to MotionSignal.update(hold=...) and to the aligner's freeze
+(LiveSpotter does the first for you).
 
 The pipeline keeps recent aligned crops for recognition: the last ``history_frames``
 frames cover any onset found at the moment an event opens; while ``open_event`` is not
@@ -41,49 +67,57 @@ whose arrival produced the update: algorithmic wait = decided_frame - apex_frame
 """
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from realtime.motion import MotionConfig, MotionSample, MotionSignal
+from realtime.events import CASME_RISE_MAX_MS, MACRO_MIN_MS, ME_RULES, MICRO_MAX_MS, expression_kind
+from realtime.motion import SPOT_REGIONS, MotionConfig, MotionSample, MotionSignal
 
-MICRO_MAX_MS = 500.0          # an ME lasts at most 500 ms in total ...
-MICRO_RISE_MAX_MS = 260.0     # ... and at most 260 ms from onset to apex (Yan et al. 2013)
-MAD_TO_SIGMA = 1.4826         # MAD of a normal distribution -> its standard deviation
+REJECT_REASONS = ("spike", "blink", "head", "busy")
+log = logging.getLogger("realtime.spotter")
 
 
 @dataclass
 class SpotterConfig:
-    calibration_s: float = 1.0        # neutral period at the start (and after recalibrate())
-    k_sigma: float = 8.0              # threshold = baseline + max(k_sigma * sigma, min_rise)
-    min_rise: float = 0.25            # px of the 224 crop: the smallest rise that can open an event
-    onset_sigma: float = 2.0          # onset / offset level: baseline + onset_sigma * sigma
-    apex_drop: float = 0.85           # apex confirmed when the value is down to this share of the rise
+    calibration_s: float = 0.5        # camera: signal needed before the first event (warm start)
+    window_s: float = 6.0             # the noise model's memory
+    calm_quantile: float = 0.2        # calm level = this quantile of the window
+    update_every_ms: float = 100.0    # how often the calm levels are re-estimated
+    floor_px: float = 0.01            # calm levels never below this (px of the 224 crop: flow resolution)
+    open_ratio: float = 4.0           # an event opens when a region moves this many times its calm level
+    onset_ratio: float = 2.0          # onset / offset level, in the same units
+    apex_drop: float = 0.85           # apex confirmed when the score is down to this share of the rise
                                       # (chosen on training identities: scripts/tune_apex.py)
     apex_wait_ms: float = 70.0        # ... or this long after the peak (a held apex; also tuned there)
     apex_top: float = 0.8             # the apex parabola is fitted where the bump is above this share
-    smooth_ms: float = 15.0           # causal smoothing of the value for the falling tests
-    offset_level: float = 0.25        # share of the rise under which the offset is looked for
-    settle_ms: float = 120.0          # longest wait for the value to reach the onset level
-    micro_max_ms: float = MICRO_MAX_MS
-    micro_rise_max_ms: float = MICRO_RISE_MAX_MS
+    smooth_ms: float = 15.0           # causal smoothing of the score for the falling tests
+    offset_level: float = 0.5         # share of the rise under which the face may settle (offset)
+    settle_ms: float = 150.0          # no clear new low for this long: the face has settled
+    settle_tol: float = 0.05          # offset = first frame within this share of the rise above the low
+    rule: str = "megc"                # micro/macro rule (realtime.events.expression_kind)
     min_duration_ms: float = 60.0     # shorter excursions are noise, not expressions
     max_event_s: float = 4.0          # longer events are closed (as macro)
     refractory_ms: float = 100.0      # quiet time after an event before the next may open
-    blink_ratio: float = 1.5          # eyes rise > blink_ratio * expression rise -> blink
-    adapt_window_s: float = 10.0      # baseline adaptation window (frames outside events)
-    adapt_every_ms: float = 100.0     # how often the adapted baseline is recomputed
-    history_ms: float = 400.0         # look-back for the onset (> longest ME onset, 260 ms)
+    blink_ratio: float = 1.5          # eyes' score rise > blink_ratio * expression rise -> blink
+    head_ratio: float = 1.5           # head motion score rise > head_ratio * expression rise -> head
+    context_ms: float = 600.0         # look-back before an onset for the "busy" test
+    prominence: float = 3.5           # a micro-length event must peak this many times over that look-back
+    isolation_ms: float = 400.0       # ... and no other event may end or start this close to it
+    history_ms: float = 400.0         # look-back for the onset (> longest ME onset, 250 ms)
 
 
 @dataclass
 class SpotUpdate:
     """One step of one event. ``stage`` "apex": the apex is confirmed (offset unknown,
     ``kind`` None unless already certain); "final": the offset is known and ``kind`` is
-    certain. ``kind_frame``: the frame at which micro/macro became certain (the offset's
-    decision, or 500 ms after the onset for a longer event)."""
+    certain; "rejected": an event announced at its apex turned out not to be an expression
+    (see the module docstring; drop it). ``kind_frame``: the frame at which micro/macro became certain (the offset's
+    decision, or when the event outlasted the micro limit). ``peak_motion`` is in px of the
+    224 crop (the spotting value at the apex), ``peak_score`` in multiples of calm."""
 
     stage: str
     event_id: int
@@ -99,8 +133,8 @@ class SpotUpdate:
     decided_t: float
     kind_frame: int | None = None
     regions: dict[str, float] = field(default_factory=dict)    # region motion at the apex frame
-    baseline: float = 0.0
-    threshold: float = 0.0
+    peak_score: float = 0.0
+    calm: dict[str, float] = field(default_factory=dict)       # calm levels (px) when decided
 
     @property
     def wait_frames(self) -> int:
@@ -120,17 +154,13 @@ class OpenEvent:
 
 # ----------------------------------------------------------------------------- maths
 
-def robust_baseline(values) -> tuple[float, float]:
-    """(median, 1.4826 * MAD): a baseline and a noise scale that ignore rare spikes."""
-    v = np.asarray(values, dtype=np.float64)
-    if v.size == 0:
-        raise ValueError("robust_baseline needs at least one value")
-    med = float(np.median(v))
-    return med, MAD_TO_SIGMA * float(np.median(np.abs(v - med)))
-
-
-def threshold_for(baseline: float, sigma: float, k_sigma: float, min_rise: float) -> float:
-    return baseline + max(k_sigma * sigma, min_rise)
+def calm_levels(rows, quantile: float, floor: float) -> np.ndarray:
+    """Calm level of each column of ``rows`` (frames x channels): its ``quantile``, at
+    least ``floor``."""
+    a = np.asarray(rows, dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] == 0:
+        raise ValueError("calm_levels needs a (frames, channels) array with at least one frame")
+    return np.maximum(np.quantile(a, quantile, axis=0), floor)
 
 
 def find_onset(values, level: float) -> int:
@@ -181,16 +211,70 @@ def estimate_apex(values, baseline: float, top: float = 0.8, step: float = 0.1) 
     return best_x0
 
 
-def classify_kind(onset_t: float, apex_t: float, offset_t: float,
-                  micro_max_ms: float = MICRO_MAX_MS, micro_rise_max_ms: float = MICRO_RISE_MAX_MS) -> str:
-    """"micro" if the event lasts <= micro_max_ms and rises in <= micro_rise_max_ms, else "macro"."""
-    total_ms = (offset_t - onset_t) * 1000.0
-    rise_ms = (apex_t - onset_t) * 1000.0
-    return "micro" if total_ms <= micro_max_ms + 1e-6 and rise_ms <= micro_rise_max_ms + 1e-6 else "macro"
+def settled_offset(values, fall_start: int, low: int, tol: float) -> int:
+    """Index of the offset of a bump whose tail stalls above the onset level: the first
+    sample from ``fall_start`` on that is within ``tol`` of the lowest one (index ``low``)."""
+    v = np.asarray(values, dtype=np.float64)
+    near = np.flatnonzero(v[fall_start:low + 1] <= v[low] + tol)
+    return fall_start + int(near[0]) if near.size else low
 
 
 def frames_for(ms: float, fps: float, minimum: int = 1) -> int:
     return max(minimum, int(round(ms * fps / 1000.0)))
+
+
+# ----------------------------------------------------------------------------- noise model
+
+class NoiseModel:
+    """Calm level of each channel (expression regions, eyes, head), from a rolling window.
+
+        noise = NoiseModel(fps, ("brows", "nose", "mouth", "eyes", "head"))
+        noise.add([...])                      # one row per frame, px
+        noise.calm                            # (channels,) calm levels, px
+    """
+
+    def __init__(self, fps: float, channels: tuple[str, ...], window_s: float, quantile: float,
+                 update_every_ms: float, floor: float) -> None:
+        if not 0.0 < quantile < 1.0:
+            raise ValueError(f"calm_quantile must be in (0, 1), got {quantile}")
+        if window_s <= 0:
+            raise ValueError(f"window_s must be positive, got {window_s}")
+        self.channels = channels
+        self.quantile, self.floor = float(quantile), float(floor)
+        self.every = frames_for(update_every_ms, fps)
+        self._rows: deque[np.ndarray] = deque(maxlen=max(8, int(round(window_s * fps))))
+        self._since = 0
+        self.calm: np.ndarray | None = None
+        self.warmed = False              # warmed up from a look-ahead (a recording)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def add(self, row) -> None:
+        self._rows.append(np.asarray(row, dtype=np.float64))
+        self._since += 1
+        if self.calm is not None and self._since >= self.every:
+            self.refresh()
+
+    def refresh(self) -> None:
+        self._since = 0
+        self.calm = calm_levels(self._rows, self.quantile, self.floor)
+
+    def warm_start(self, rows) -> None:
+        """Start from these rows (a recording's look-ahead): they become the window."""
+        rows = [np.asarray(r, dtype=np.float64) for r in rows]
+        if not rows:
+            raise ValueError("warm_start needs at least one row of motion")
+        self._rows.clear()
+        self._rows.extend(rows[-self._rows.maxlen:])
+        self.refresh()
+        self.warmed = True
+
+    def clear(self) -> None:
+        self._rows.clear()
+        self._since = 0
+        self.calm = None
+        self.warmed = False
 
 
 # ----------------------------------------------------------------------------- state
@@ -200,13 +284,21 @@ class _Event:
     event_id: int
     frames: list[int]
     times: list[float]
-    values: list[float]
-    eyes: list[float]
+    values: list[float]                # score (multiples of calm)
+    px: list[float]                    # spotting value, px
+    eyes: list[float]                  # eyes' score
+    head: list[float]                  # head motion's score
     regions: list[dict]
     onset: int                         # index into the lists
     peak: int                          # index of the running maximum
+    context: float = 1.0               # median score in the look-back before the onset (>= 1)
+    recent: bool = False               # another event ended less than isolation_ms before the onset
     apex: int | None = None            # index once confirmed
-    fall_start: int | None = None      # index where the value fell under the offset level
+    held: bool = False                 # apex confirmed but not announced (suspect, see _suspect)
+    fall_start: int | None = None      # index where the score fell under the offset level
+    low: int | None = None             # index of the lowest score since fall_start
+    low_t: float | None = None         # time of the last clear new low (of the smoothed score)
+    low_level: float = 0.0             # the smoothed score then
     kind_frame: int | None = None
 
 
@@ -214,10 +306,14 @@ class OnlineSpotter:
     """Onset / apex / offset of expressions, frame by frame, at the source's true rate.
 
         spotter = OnlineSpotter(fps=200)
+        spotter.warm_start(samples)          # optional: a recording's look-ahead
         for i, frame in enumerate(frames):
             sample = motion.update(crop, hold=spotter.holding)
             for u in spotter.update(i, i / 200, sample):
                 ...   # u.stage "apex" (run the recogniser) or "final" (kind, offset)
+
+    ``update`` takes a MotionSample (per-region motion) or a plain float (one channel,
+    no eyes or head: tests and other signals).
     """
 
     def __init__(self, fps: float, config: SpotterConfig | None = None, **overrides) -> None:
@@ -228,21 +324,31 @@ class OnlineSpotter:
         c = self.config
         if not 0 < c.offset_level < c.apex_drop < 1:
             raise ValueError(f"need 0 < offset_level ({c.offset_level}) < apex_drop ({c.apex_drop}) < 1")
+        if not 1.0 <= c.onset_ratio < c.open_ratio:
+            raise ValueError(f"need 1 <= onset_ratio ({c.onset_ratio}) < open_ratio ({c.open_ratio})")
+        if c.rule not in ME_RULES:
+            raise ValueError(f"rule must be one of {ME_RULES}, got {c.rule!r}")
+        self.regions = tuple(SPOT_REGIONS)
         self.history_frames = frames_for(c.history_ms, self.fps, 2)
+        self._context_frames = frames_for(c.context_ms, self.fps, 1)
         self._smooth_n = frames_for(c.smooth_ms, self.fps)
+        self._calib_frames = frames_for(c.calibration_s * 1000.0, self.fps, 3)
         self._next_id = 0
+        self.rejected = {r: 0 for r in REJECT_REASONS}
+        self.noise = NoiseModel(self.fps, self.regions + ("eyes", "head"), c.window_s, c.calm_quantile,
+                                c.update_every_ms, c.floor_px)
         self.reset()
 
     # -- public state --
 
     @property
     def calibrated(self) -> bool:
-        return self._baseline is not None
+        return self.noise.calm is not None
 
     @property
     def calibrating(self) -> bool:
-        """True until the neutral calibration is done (no events can open yet)."""
-        return self._baseline is None
+        """True until the noise model has its first calm levels (no events can open yet)."""
+        return self.noise.calm is None
 
     @property
     def holding(self) -> bool:
@@ -250,18 +356,16 @@ class OnlineSpotter:
         return self._event is not None
 
     @property
-    def baseline(self) -> float | None:
-        return self._baseline
-
-    @property
-    def sigma(self) -> float | None:
-        return self._sigma
-
-    @property
     def threshold(self) -> float | None:
-        if self._baseline is None:
-            return None
-        return threshold_for(self._baseline, self._sigma, self.config.k_sigma, self.config.min_rise)
+        """The score at which an event opens (None while calibrating)."""
+        return None if self.noise.calm is None else self.config.open_ratio
+
+    @property
+    def calm(self) -> dict[str, float]:
+        """Current calm level of each channel, px of the 224 crop ({} while calibrating)."""
+        if self.noise.calm is None:
+            return {}
+        return {n: float(v) for n, v in zip(self.noise.channels, self.noise.calm)}
 
     @property
     def open_event(self) -> OpenEvent | None:
@@ -271,29 +375,38 @@ class OnlineSpotter:
         return OpenEvent(e.event_id, e.frames[e.onset], e.frames[e.peak], e.apex is not None)
 
     def reset(self) -> None:
-        """Forget everything, calibration included."""
-        self._calib: list[tuple[float, float]] = []
-        self._calib_t0: float | None = None
-        self._baseline: float | None = None
-        self._sigma: float | None = None
-        self._eyes_baseline = 0.0
-        self._adapt: deque[tuple[float, float]] = deque(maxlen=max(1, int(self.config.adapt_window_s * self.fps)))
-        self._since_adapt = 0
-        self._history: deque[tuple[int, float, float, float, dict]] = deque(maxlen=self.history_frames)
+        """Forget everything, the noise model included."""
+        self.noise.clear()
+        self._past: deque[tuple] = deque(maxlen=self.history_frames + self._context_frames)
         self._recent: deque[float] = deque(maxlen=self._smooth_n)
         self._event: _Event | None = None
         self._quiet_until = -math.inf
+        self._last_end_t = -math.inf             # offset time of the last event that was not a spike
+        self._pending: tuple[SpotUpdate, float] | None = None   # a micro final awaiting its isolation check
+        self._last_close = -math.inf           # frame index of the last event's end
+        self.last_score: float | None = None   # the score of the last frame (None while calibrating)
 
     def recalibrate(self) -> None:
-        """Calibrate again on the next ``calibration_s`` (ask the person to stay neutral);
-        an open event is dropped."""
+        """Learn the noise model again from the next frames; an open event is dropped."""
         self.reset()
 
+    def warm_start(self, samples) -> None:
+        """Start the noise model from a look-ahead (MotionSamples or floats of the first
+        seconds of a recording), so the recording is analysed from its first frame."""
+        rows = [self._row(s)[0] for s in samples if not (isinstance(s, MotionSample) and not s.ready)]
+        self.noise.warm_start(rows)
+
     def interrupt(self) -> None:
-        """The face was lost: drop the open event (no update) but keep the calibration."""
+        """The face was lost: drop the open event (no update) but keep the noise model."""
         self._event = None
-        self._history.clear()
+        self._past.clear()
         self._recent.clear()
+
+    def score(self, sample: MotionSample | float) -> float | None:
+        """The score a sample would get now (None while calibrating)."""
+        if self.noise.calm is None:
+            return None
+        return self._scores(self._row(sample)[0])[0]
 
     def finish(self) -> list[SpotUpdate]:
         """End of stream: close the open event at the last frame seen, if it has lasted
@@ -301,160 +414,220 @@ class OnlineSpotter:
         from its peak is cut off by the end: neither its apex nor its duration (micro or
         macro) is known, so it is dropped (it was never announced)."""
         e = self._event
+        out = self._flush(None)
         if e is None:
-            return []
+            return out
         frame_index, t = e.frames[-1], e.times[-1]
-        if (e.apex is None or (t - e.times[e.onset]) * 1000.0 < self.config.min_duration_ms
-                or self._is_blink(e)):
-            return self._close(frame_index, t, emit=False)
-        return self._close(frame_index, t, emit=True, offset=len(e.values) - 1)
+        if e.apex is None or (t - e.times[e.onset]) * 1000.0 < self.config.min_duration_ms:
+            return out + self._close(frame_index, t)
+        return out + self._final(frame_index, t, len(e.values) - 1) + self._flush(None)
 
     # -- per frame --
 
+    def _row(self, sample: MotionSample | float) -> tuple[np.ndarray, float, dict]:
+        if isinstance(sample, MotionSample):
+            r = sample.regions
+            row = [float(r.get(n, 0.0)) for n in self.regions] + [float(r.get("eyes", 0.0)),
+                                                                   float(r.get("nose_ref", 0.0))]
+            px, regions = float(sample.value), r
+        else:
+            px, regions = float(sample), {}
+            row = [px] * len(self.regions) + [0.0, 0.0]
+        if not all(math.isfinite(v) for v in row + [px]):
+            raise ValueError(f"motion value is {sample!r}; the motion signal must be finite")
+        return np.asarray(row, dtype=np.float64), px, regions
+
+    def _scores(self, row: np.ndarray) -> tuple[float, float, float]:
+        """(expression score, eyes' score, head's score) of one row against calm."""
+        r = row / self.noise.calm
+        k = len(self.regions)
+        return float(r[:k].max()), float(r[k]), float(r[k + 1])
+
     def update(self, frame_index: int, t: float, sample: MotionSample | float) -> list[SpotUpdate]:
         """Feed one frame's motion; returns the updates this frame produced (usually none)."""
-        if isinstance(sample, MotionSample):
-            if not sample.ready:
+        if isinstance(sample, MotionSample) and not sample.ready:
+            return []
+        try:
+            row, px, regions = self._row(sample)
+        except ValueError as e:
+            raise ValueError(f"frame {frame_index}: {e}") from None
+        self.noise.add(row)
+        self.last_score = None
+        if self.noise.calm is None:
+            if len(self.noise) >= self._calib_frames:
+                self.noise.refresh()
+            else:
+                self._past.append((frame_index, t, row, px, regions))
                 return []
-            x, eyes, regions = float(sample.value), float(sample.regions.get("eyes", 0.0)), sample.regions
-        else:
-            x, eyes, regions = float(sample), 0.0, {}
-        if not math.isfinite(x):
-            raise ValueError(f"frame {frame_index}: motion value is {x}; the motion signal must be finite")
-        c = self.config
+        x, eyes, head = self._scores(row)
+        self.last_score = x
         self._recent.append(x)
         xs = float(np.mean(self._recent))
-
-        if self._baseline is None:
-            self._calibrate(t, x, eyes)
-            self._history.append((frame_index, t, x, eyes, regions))
-            return []
-
+        self._past.append((frame_index, t, row, px, regions))
         if self._event is not None:
-            return self._step_event(frame_index, t, x, xs, eyes, regions)
-
-        self._history.append((frame_index, t, x, eyes, regions))
-        thr = self.threshold
-        if t < self._quiet_until:
-            return []
-        if x > thr:
-            self._open(frame_index)
-            return []
-        self._adapt_baseline(min(x, thr), eyes)
-        return []
+            return self._flush(t) + self._step_event(frame_index, t, x, xs, px, eyes, head, regions)
+        out = self._flush(t)
+        if t >= self._quiet_until and x > self.config.open_ratio:
+            out += self._open()
+        return out
 
     # -- steps --
 
-    def _calibrate(self, t: float, x: float, eyes: float) -> None:
-        if self._calib_t0 is None:
-            self._calib_t0 = t
-        self._calib.append((x, eyes))
-        if t - self._calib_t0 >= self.config.calibration_s and len(self._calib) >= 3:
-            xs = [v for v, _ in self._calib]
-            self._baseline, self._sigma = robust_baseline(xs)
-            self._eyes_baseline = float(np.median([e for _, e in self._calib]))
-            self._adapt.extend(self._calib)
-            self._calib = []
-
-    def _adapt_baseline(self, x_clipped: float, eyes: float) -> None:
-        self._adapt.append((x_clipped, eyes))
-        self._since_adapt += 1
-        if self._since_adapt >= frames_for(self.config.adapt_every_ms, self.fps):
-            self._since_adapt = 0
-            arr = np.asarray(self._adapt, dtype=np.float64)
-            self._baseline, self._sigma = robust_baseline(arr[:, 0])
-            self._eyes_baseline = float(np.median(arr[:, 1]))
-
-    def _open(self, frame_index: int) -> None:
-        h = list(self._history)
-        level = self._baseline + self.config.onset_sigma * self._sigma
-        onset = find_onset([r[2] for r in h], level)
-        onset = min(onset, len(h) - 1)
-        e = _Event(self._next_id, [r[0] for r in h], [r[1] for r in h], [r[2] for r in h],
-                   [r[3] for r in h], [r[4] for r in h], onset=onset, peak=len(h) - 1)
-        e.peak = onset + int(np.argmax(e.values[onset:]))
+    def _open(self) -> list[SpotUpdate]:
+        """A new event; a micro-expression still waiting for its isolation check loses it."""
+        c = self.config
+        out = []
+        if self._pending is not None:
+            final, _ = self._pending
+            self._pending = None
+            self.rejected["busy"] += 1
+            log.debug("event %d rejected: busy (another event follows at once)", final.event_id)
+            out.append(replace(final, stage="rejected"))
+        past = list(self._past)                  # the context reaches back over earlier events ...
+        scores = [self._scores(p[2]) for p in past]
+        after = sum(1 for p in past if p[0] <= self._last_close)
+        first = max(after, len(scores) - self.history_frames)   # ... the onset never does
+        onset = first + min(find_onset([s[0] for s in scores[first:]], c.onset_ratio), len(scores) - 1 - first)
+        context = [s[0] for s in scores[max(0, onset - self._context_frames):onset]]
+        seg, sc = past[onset:], scores[onset:]
+        e = _Event(self._next_id, [p[0] for p in seg], [p[1] for p in seg], [s[0] for s in sc],
+                   [p[3] for p in seg], [s[1] for s in sc], [s[2] for s in sc], [p[4] for p in seg],
+                   onset=0, peak=0, context=max(1.0, float(np.median(context))) if context else 1.0)
+        e.peak = int(np.argmax(e.values))
+        e.recent = (e.times[0] - self._last_end_t) * 1000.0 < c.isolation_ms
         self._next_id += 1
         self._event = e
+        return out
 
-    def _step_event(self, frame_index: int, t: float, x: float, xs: float, eyes: float,
-                    regions: dict) -> list[SpotUpdate]:
+    def _suspect(self, e: _Event, upto: int | None = None) -> str | None:
+        """Why this event may not be an expression (judged only if it is micro-length)."""
+        c = self.config
+        end = len(e.values) if upto is None else upto + 1
+        rise = max(e.values[e.onset:end]) - 1.0
+        if max(e.eyes[e.onset:end]) - 1.0 > c.blink_ratio * max(rise, 1e-9):
+            return "blink"
+        if max(e.head[e.onset:end]) - 1.0 > c.head_ratio * max(rise, 1e-9):
+            return "head"
+        if e.recent or max(e.values[e.onset:end]) < c.prominence * e.context:
+            return "busy"
+        return None
+
+    def _kind_certain(self, e: _Event, t: float) -> bool:
+        """Macro already certain before the offset: the event has outlasted every ME the rule allows."""
+        lasted_ms = (t - e.times[e.onset]) * 1000.0
+        if lasted_ms <= MICRO_MAX_MS + 1000.0 / self.fps:
+            return False
+        if self.config.rule == "megc" or lasted_ms >= MACRO_MIN_MS:
+            return True
+        return e.apex is not None and (e.times[e.apex] - e.times[e.onset]) * 1000.0 > CASME_RISE_MAX_MS
+
+    def _step_event(self, frame_index: int, t: float, x: float, xs: float, px: float, eyes: float,
+                    head: float, regions: dict) -> list[SpotUpdate]:
         c, e = self.config, self._event
-        e.frames.append(frame_index), e.times.append(t), e.values.append(x)
-        e.eyes.append(eyes), e.regions.append(regions)
+        e.frames.append(frame_index), e.times.append(t), e.values.append(x), e.px.append(px)
+        e.eyes.append(eyes), e.head.append(head), e.regions.append(regions)
         n = len(e.values) - 1
-        base, sig = self._baseline, self._sigma
         onset_t = e.times[e.onset]
-        if e.kind_frame is None and (t - onset_t) * 1000.0 > c.micro_max_ms:
+        if e.kind_frame is None and self._kind_certain(e, t):
             e.kind_frame = frame_index                      # too long for an ME: macro
         out: list[SpotUpdate] = []
 
         if e.apex is None:
             if x > e.values[e.peak]:
                 e.peak = n
-            rise = e.values[e.peak] - base
-            fallen = xs <= base + c.apex_drop * rise
+            rise = e.values[e.peak] - 1.0
+            fallen = xs <= 1.0 + c.apex_drop * rise
             waited = (t - e.times[e.peak]) * 1000.0 >= c.apex_wait_ms
             long_enough = (t - onset_t) * 1000.0 >= c.min_duration_ms
             if (fallen or waited) and long_enough:
-                if self._is_blink(e):
-                    return self._close(frame_index, t, emit=False)
-                seg = e.values[e.onset:]
-                e.apex = e.onset + int(round(estimate_apex(seg, base, c.apex_top)))
-                if e.kind_frame is None and (e.times[e.apex] - onset_t) * 1000.0 > c.micro_rise_max_ms:
-                    e.kind_frame = frame_index
-                out.append(self._update("apex", e, frame_index, t, None))
-            elif (fallen or xs <= base + c.onset_sigma * sig) and not long_enough:
-                if xs <= base + c.onset_sigma * sig:     # back down already: a spike
-                    return self._close(frame_index, t, emit=False)
+                e.apex = e.onset + int(round(estimate_apex(e.values[e.onset:], 1.0, c.apex_top)))
+                e.held = self._suspect(e) is not None and e.kind_frame is None
+                if not e.held:
+                    out.append(self._update("apex", e, frame_index, t, None))
+            elif xs <= c.onset_ratio and not long_enough:     # back down already: a spike
+                self.rejected["spike"] += 1
+                return self._close(frame_index, t)
 
         if e.apex is not None:
-            level = base + c.onset_sigma * sig
-            if e.fall_start is None and xs <= base + c.offset_level * (e.values[e.peak] - base):
-                e.fall_start = n
-            if x <= level and n > e.apex:
-                return out + self._close(frame_index, t, emit=True, offset=n)
-            if e.fall_start is not None and (t - e.times[e.fall_start]) * 1000.0 >= c.settle_ms:
-                lo = e.fall_start + int(np.argmin(e.values[e.fall_start:]))
-                return out + self._close(frame_index, t, emit=True, offset=max(lo, e.apex))
+            rise = e.values[e.peak] - 1.0
+            if e.fall_start is None and xs <= 1.0 + c.offset_level * rise:
+                e.fall_start, e.low, e.low_t, e.low_level = n, n, t, xs
+            elif e.fall_start is not None:
+                if x < e.values[e.low]:
+                    e.low = n
+                if xs < e.low_level - c.settle_tol * rise:   # still falling clearly: not settled yet
+                    e.low_t, e.low_level = t, xs
+            if x <= c.onset_ratio and n > e.apex:
+                return out + self._final(frame_index, t, n)
+            if e.fall_start is not None and (t - e.low_t) * 1000.0 >= c.settle_ms:
+                off = settled_offset(e.values, e.fall_start, e.low, c.settle_tol * rise)
+                return out + self._final(frame_index, t, max(off, e.apex))
 
         if (t - onset_t) >= c.max_event_s:
             if e.apex is None:
-                e.apex = e.onset + int(round(estimate_apex(e.values[e.onset:], base, c.apex_top)))
-                out.append(self._update("apex", e, frame_index, t, None))
-            return out + self._close(frame_index, t, emit=True, offset=n)
+                e.apex = e.onset + int(round(estimate_apex(e.values[e.onset:], 1.0, c.apex_top)))
+            return out + self._final(frame_index, t, n)
         return out
 
-    def _is_blink(self, e: _Event) -> bool:
-        rise = max(e.values[e.onset:]) - self._baseline
-        eyes_rise = max(e.eyes[e.onset:]) - self._eyes_baseline
-        return eyes_rise > self.config.blink_ratio * max(rise, 1e-9)
-
-    def _close(self, frame_index: int, t: float, emit: bool, offset: int | None = None) -> list[SpotUpdate]:
+    def _final(self, frame_index: int, t: float, offset: int) -> list[SpotUpdate]:
+        """Close the open event at ``offset``: reject it, or emit (held apex +) final."""
         e = self._event
-        self._event = None
-        self._history.clear()
-        self._quiet_until = t + self.config.refractory_ms / 1000.0
-        if not emit:
-            return []
-        return [self._update("final", e, frame_index, t, offset)]
+        kind = expression_kind(e.times[e.onset], e.times[e.apex], e.times[offset], self.config.rule, self.fps)
+        end = offset + 1
+        log.debug("event %d frames %d-%d-%d: %s, peak score %.2f (context %.2f), eyes %.2f, head %.2f",
+                  e.event_id, e.frames[e.onset], e.frames[e.apex], e.frames[offset], kind,
+                  max(e.values[e.onset:end]), e.context, max(e.eyes[e.onset:end]), max(e.head[e.onset:end]))
+        if kind == "micro":
+            why = self._suspect(e, offset)
+            if why is not None:
+                log.debug("event %d rejected: %s", e.event_id, why)
+                self.rejected[why] += 1
+                self._close(frame_index, t, e.times[offset])
+                # announced at its apex, judged on its whole course: withdraw it
+                return [] if e.held else [self._update("rejected", e, frame_index, t, offset)]
+        out = []
+        if e.held:
+            out.append(self._update("apex", e, frame_index, t, None))
+        self._close(frame_index, t, e.times[offset])
+        final = self._update("final", e, frame_index, t, offset, kind)
+        if kind == "micro":      # isolated? wait and see whether the face moves again at once
+            self._pending = (final, e.times[offset] + self.config.isolation_ms / 1000.0)
+            return out
+        return out + [final]
 
-    def _update(self, stage: str, e: _Event, frame_index: int, t: float, offset: int | None) -> SpotUpdate:
-        c = self.config
+    def _flush(self, t: float | None) -> list[SpotUpdate]:
+        """The micro-expression waiting for its isolation check: final once ``isolation_ms``
+        passed without another event (``t`` None: end of stream)."""
+        if self._pending is None or (t is not None and t < self._pending[1]):
+            return []
+        final, _ = self._pending
+        self._pending = None
+        return [final]
+
+    def _close(self, frame_index: int, t: float, end_t: float | None = None) -> list[SpotUpdate]:
+        if end_t is not None:
+            self._last_end_t = end_t
+        self._event = None
+        self._last_close = frame_index
+        self._quiet_until = t + self.config.refractory_ms / 1000.0
+        return []
+
+    def _update(self, stage: str, e: _Event, frame_index: int, t: float, offset: int | None,
+                kind: str | None = None) -> SpotUpdate:
         onset_t, apex_t = e.times[e.onset], e.times[e.apex]
-        kind, offset_frame, offset_t = None, None, None
+        offset_frame, offset_t = None, None
         if offset is not None:
             offset_frame, offset_t = e.frames[offset], e.times[offset]
-            kind = classify_kind(onset_t, apex_t, offset_t, c.micro_max_ms, c.micro_rise_max_ms)
             if e.kind_frame is None:
                 e.kind_frame = frame_index
         elif e.kind_frame is not None:
             kind = "macro"
         return SpotUpdate(
             stage=stage, event_id=e.event_id, onset_frame=e.frames[e.onset], apex_frame=e.frames[e.apex],
-            offset_frame=offset_frame, kind=kind, peak_motion=float(e.values[e.apex]),
+            offset_frame=offset_frame, kind=kind, peak_motion=float(e.px[e.apex]),
             onset_t=onset_t, apex_t=apex_t, offset_t=offset_t, decided_frame=frame_index, decided_t=t,
-            kind_frame=e.kind_frame, regions=dict(e.regions[e.apex]), baseline=float(self._baseline),
-            threshold=float(self.threshold),
+            kind_frame=e.kind_frame, regions=dict(e.regions[e.apex]), peak_score=float(e.values[e.apex]),
+            calm=self.calm,
         )
 
 

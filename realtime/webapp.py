@@ -715,6 +715,7 @@ class WebApp:
             stem = Path(name or video.name).stem[:60] or "video"
             safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
             pipe = self.new_pipeline(source.fps, name or video.name)
+            pipe.prime_from(source)     # a recording: learn the calm level before its first frame
             trace = SignalTrace()
             writer = BrowserVideoWriter(out_dir / f"{safe}-annotated", fps=source.fps, codec=cfg.video_codec)
             sinks = [writer, SignalCSV(out_dir / f"{safe}.signal.csv"), EventLog(out_dir / f"{safe}.events.jsonl"),

@@ -1,0 +1,49 @@
+"""The native libraries' start-up banner is kept off the console below DEBUG
+(realtime.face.native_log_filter); everything else written to fd 2 meanwhile gets through."""
+from __future__ import annotations
+
+import logging
+import os
+
+from realtime.face import NATIVE_BANNER, native_log_filter
+
+BANNER = ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+          "INFO: [environment.cc:36] Creating LiteRT environment with options\n"
+          "WARNING: Logging before InitGoogle() is written to STDERR\n"
+          "W0000 00:00:1796186176.598691    3298 inference_runner_litert.cc:1418] Input tensor memory not aligned\n"
+          "W0000 00:00:1796186176.598691    3298 inference_feedback_manager.cc:114] Feedback manager needs a model\n")
+OURS = ("INFO: exporting moext_demo.safetensors to ONNX (once)\n"
+        "E0000 00:00:1796186176.598691    3298 face_detector.cc:1] a real error\n"
+        "ERROR: something the user must see\n")
+
+
+def test_banner_pattern():
+    assert all(NATIVE_BANNER.match(line) for line in BANNER.splitlines())
+    assert not any(NATIVE_BANNER.match(line) for line in OURS.splitlines())
+
+
+def test_filter_drops_the_banner_and_keeps_the_rest(capfd, caplog):
+    caplog.set_level(logging.INFO, logger="realtime.face")
+    with native_log_filter():
+        os.write(2, (BANNER + OURS).encode())
+    err = capfd.readouterr().err
+    assert err == OURS
+
+
+def test_debug_lets_everything_through(capfd, caplog):
+    caplog.set_level(logging.DEBUG, logger="realtime.face")
+    with native_log_filter():
+        os.write(2, BANNER.encode())
+    assert capfd.readouterr().err == BANNER
+
+
+def test_fd2_is_restored_after_an_exception(capfd, caplog):
+    caplog.set_level(logging.WARNING, logger="realtime.face")
+    try:
+        with native_log_filter():
+            os.write(2, b"ERROR: kept\n")
+            raise RuntimeError("model broken")
+    except RuntimeError:
+        pass
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "ERROR: kept\nafter\n"
