@@ -635,6 +635,27 @@ def evaluate_cases(cases: list[VideoCase], *, fps: float | None = None, recogniz
             "sensitivity": sensitivity(videos)}
 
 
+def parse_overrides(items: Sequence[str]) -> dict:
+    """["open_ratio=5", "rule=casme"] -> {"open_ratio": 5.0, "rule": "casme"}, checked
+    against SpotterConfig's fields (numbers stay numbers, the rest strings)."""
+    import dataclasses
+
+    from realtime.spotter import SpotterConfig
+
+    fields = {f.name: f for f in dataclasses.fields(SpotterConfig)}
+    out: dict = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in fields:
+            raise ValueError(f"--spotter {item!r}: give NAME=VALUE with NAME one of {sorted(fields)}")
+        default = getattr(SpotterConfig, name)
+        try:
+            out[name] = type(default)(value) if isinstance(default, (int, float)) else value
+        except ValueError:
+            raise ValueError(f"--spotter {item!r}: {name} takes a number") from None
+    return out
+
+
 def plot_sensitivity(reports: dict[str, dict], path: str | Path) -> Path:
     """Recall of true micro-expressions by amplitude band, one line per mode: the
     sensitivity curve."""
@@ -725,6 +746,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rule", default="megc", choices=("megc", "casme"),
                     help="micro/macro rule of the spotter and of the generator's ground truth (default megc: "
                          "onset -> offset <= 500 ms; casme: also a short onset phase)")
+    ap.add_argument("--spotter", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a realtime.spotter.SpotterConfig setting (repeatable), e.g. --spotter "
+                         "open_ratio=5: for tuning on the generator's TRAINING identities, never on test clips")
     ap.add_argument("--plot", metavar="PNG", help="write the sensitivity curve (recall by amplitude band) here")
     ap.add_argument("--limit", type=int, default=None, help="evaluate only the first N videos")
     ap.add_argument("--out", help="write the JSON report here")
@@ -754,6 +778,11 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{getattr(recognizer, 'name', None) or 'none'}, tracker {args.tracker}, IoU >= {args.iou}")
     from realtime.sources import SourceError
 
+    try:
+        overrides = parse_overrides(args.spotter)
+    except ValueError as e:
+        ap.error(str(e))
+    overrides["rule"] = args.rule
     modes = MODES if args.mode == "both" else (args.mode,)
     reports = {}
     try:
@@ -761,7 +790,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if len(modes) > 1:
                 print(f"== mode {mode}")
             reports[mode] = evaluate_cases(cases, fps=args.fps, recognizer=recognizer, tracker=args.tracker,
-                                           iou=args.iou, spotter={"rule": args.rule}, progress=not args.quiet,
+                                           iou=args.iou, spotter=overrides, progress=not args.quiet,
                                            mode=mode)
     except SourceError as e:
         print(f"error: {e}", file=sys.stderr)

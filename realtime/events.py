@@ -99,9 +99,20 @@ class Event:
         return _from_dict(cls, d, where)
 
 
+TRUTH_KINDS = KINDS + ("blink", "wink", "gaze", "speech", "head", "light")
+"""Kinds of ground-truth interval: expressions (micro, macro; micro iff expression_kind says
+so) and distractors the spotter must NOT report: blink, wink (one eye), gaze (eyes shift
+sideways), speech (a talking segment), head (a nod or a turn), light (a lighting sweep)."""
+
+
 @dataclass
 class GroundTruth:
-    """A true interval written by the generator beside a clip (same field names as Event)."""
+    """A true interval written by the generator beside a clip (same field names as Event).
+
+    ``amplitude`` (optional, added after schema 1; written only when set, so older files
+    read and write back unchanged): for face motion, the apex displacement of the strongest
+    point in pixels of the 224 aligned crop; for kind "light", the peak relative brightness
+    change (0.2 = 20 %)."""
 
     onset_frame: int
     apex_frame: int
@@ -114,13 +125,23 @@ class GroundTruth:
     offset_t: float = 0.0
     au: str = ""
     source: str = ""
+    amplitude: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS + ("blink",):
-            raise EventFormatError(f"kind must be micro, macro or blink, got {self.kind!r}")
+        if self.kind not in TRUTH_KINDS:
+            raise EventFormatError(f"kind must be one of {TRUTH_KINDS}, got {self.kind!r}")
+        try:
+            ok = _is_number(self.amplitude) and self.amplitude >= 0
+        except OverflowError:           # an integer too large for a float
+            ok = False
+        if not ok:
+            raise EventFormatError(f"amplitude must be a finite number >= 0, got {self.amplitude!r:.60}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.amplitude:          # optional field: absent when unset (older files unchanged)
+            d.pop("amplitude")
+        return d
 
     @classmethod
     def from_dict(cls, d: dict, *, where: str = "") -> "GroundTruth":

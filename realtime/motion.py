@@ -95,7 +95,8 @@ class MotionSample:
 
     ``value``: the spotting signal (pixels of the 224 crop), max over ``spot_regions``.
     ``regions``: brows, eyes, nose, mouth (head translation removed) and nose_ref (the
-    head translation's own magnitude), all in 224-crop pixels.
+    head translation's own magnitude), all in 224-crop pixels; and light (lighting_change:
+    the largest relative brightness change of a block of the face, a fraction).
     ``head``: the removed translation (dx, dy). ``ref_age``: frames between the reference
     and this frame. ``held``: the reference was frozen. ``ready``: False on the first
     frame after a reset (nothing to compare with; value 0).
@@ -200,6 +201,20 @@ def region_motions(flow: np.ndarray, boxes: dict[str, tuple[int, int, int, int]]
         out = {name: scale * region_motion(flow, boxes[name], head) for name in REPORT_REGIONS}
     out["nose_ref"] = scale * float(np.hypot(*head))
     return out, head * scale
+
+
+def lighting_change(ref: np.ndarray, cur: np.ndarray, grid: int = 4) -> float:
+    """How much the light on the face changed between two grey crops: the largest relative
+    change of a block's mean brightness, over a ``grid`` x ``grid`` tiling of the crop's
+    central 70 % (the face). A light sweeping across a face, or a flicker, moves it by
+    0.1-0.3; a facial expression, whose few moving pixels average out in a block, barely
+    moves it. Dense optical flow reads a moving brightness edge as motion: the spotter uses
+    this to tell the two apart."""
+    s = ref.shape[0]
+    a, b = int(0.15 * s), int(0.85 * s)
+    r = cv2.resize(ref[a:b, a:b], (grid, grid), interpolation=cv2.INTER_AREA).astype(np.float32)
+    c = cv2.resize(cur[a:b, a:b], (grid, grid), interpolation=cv2.INTER_AREA).astype(np.float32)
+    return float(np.max(np.abs(c - r) / np.maximum(r, 8.0)))
 
 
 def spotting_value(regions: dict[str, float], names: tuple[str, ...] = SPOT_REGIONS) -> float:
@@ -316,6 +331,7 @@ class MotionSignal:
         flow = compensated_flow(self._dis, ref_gray, gray, self._head)   # (S, S, 2) float32
         t2 = time.perf_counter()
         regions, head = region_motions(flow, self.boxes, self.scale, self._rigid)
+        regions["light"] = lighting_change(ref_gray, gray)
         self._head = (head / self.scale).astype(np.float32)
         value = spotting_value(regions, cfg.spot_regions)
         t3 = time.perf_counter()

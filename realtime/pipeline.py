@@ -95,6 +95,7 @@ from realtime.worker import RecognitionJob, RecognitionResult, RecognitionWorker
 
 log = logging.getLogger("realtime.pipeline")
 
+MIN_LOOKAHEAD_SAMPLES = 5   # a recording's look-ahead with fewer motion samples warms nothing up
 STAGES = ("decode", "detect", "landmarks", "align", "motion", "spot", "infer", "draw")
 """Per-frame stages, in the order data flows; ``process`` and ``frame`` are added to the
 summary: the whole ``process`` call, and frame latency (captured -> result ready)."""
@@ -629,8 +630,10 @@ class Pipeline:
             if sample.ready:
                 samples.append(sample)
         self.tracker.reset()          # the analysis proper starts from scratch (same ids)
-        if samples:
+        if len(samples) >= MIN_LOOKAHEAD_SAMPLES:     # fewer say nothing about a calm level
             self.spotter.warm_start(samples)
+        else:
+            samples = []
         self.primed = len(samples)
         return len(samples)
 

@@ -5,7 +5,8 @@ video, and a one-shot calibration is blinded for good by a person who is already
 its first second (measured on real clips: a 12-25 px threshold over a 0.3-0.5 px calm face).
 So the threshold follows the face's own CALM level, re-estimated all the time:
 
-    noise model  per expression region r (brows, nose, mouth) and for the eyes and the head:
+    noise model  per expression region r (brows, nose, mouth) and for the eyes, the head and
+                 the light:
                  calm_r = the ``calm_quantile`` (0.2) of its motion over the last
                  ``window_s`` seconds, every frame included, refreshed every
                  ``update_every_ms``. A person who moves most of the time still has calm
@@ -34,6 +35,9 @@ apex and settles at the offset. Per event, in score units:
              ``settle_ms``; the offset is the first frame that came within ``settle_tol``
              of the rise above that low. Real faces rarely return exactly to the onset's
              position (drift): the dataset-annotated offset is where the motion stops.
+             If the score rises again from its low (to ``rerise`` times it, and over
+             ``open_ratio``) before the face settled, the event ends at the low and a new
+             one opens: a micro-expression right after a long movement is not swallowed.
     kind     realtime.events.expression_kind (``rule``): "megc" micro when onset -> offset
              <= 500 ms (one frame of tolerance), "casme" also a short onset phase (<= 250
              ms) under 1 s. A "final" update is emitted at the offset; events longer than
@@ -45,12 +49,19 @@ apex and settles at the offset. Per event, in score units:
                       but move the eyes);
              "head"   the head's own motion score rose more than ``head_ratio`` times the
                       expression's (nods and turns leave non-rigid residue);
-             "busy"   a micro-length event in a face that was already moving: its peak is
-                      under ``prominence`` times the median score of the ``context_ms``
-                      before its onset, or another event ended less than ``isolation_ms``
-                      before its onset or starts less than that after its offset. Speech
-                      is a train of such bursts; a micro-expression rises from a still
-                      face and leaves it still. Long events in a busy face stay (macro).
+             "light"  the light on the face (motion.lighting_change) changed more than
+                      ``light_ratio`` times as much, in multiples of its calm level (a
+                      moving brightness edge reads as optical flow);
+             "busy"   a micro-length event in a part of the face that was already moving
+                      (FACE_PARTS: upper = brows, lower = nose + mouth): in the part that
+                      moved most, its peak is under ``prominence`` times that part's
+                      median score over the ``context_ms`` before its onset, or another
+                      event led by the same part ended less than ``isolation_ms`` before
+                      its onset or starts less than that after its offset (of any part:
+                      less than ``coincide_ms``). Speech is a train of such lower-face
+                      bursts, often opened by a brow raise; a micro-expression rises from a
+                      still part and leaves it still (a brow ME in a pause of speech is
+                      kept). Long events in a busy face stay (macro).
              A micro-expression's "final" therefore comes ``isolation_ms`` after its
              offset (its "apex" update, with the label, does not wait).
              The apex update of a busy event is held back until its kind is known.
@@ -77,7 +88,11 @@ import numpy as np
 from realtime.events import CASME_RISE_MAX_MS, MACRO_MIN_MS, ME_RULES, MICRO_MAX_MS, expression_kind
 from realtime.motion import SPOT_REGIONS, MotionConfig, MotionSample, MotionSignal
 
-REJECT_REASONS = ("spike", "blink", "head", "busy")
+REJECT_REASONS = ("spike", "blink", "head", "light", "busy")
+FACE_PARTS = {"upper": ("brows",), "lower": ("nose", "mouth")}
+"""Parts of the face for the "busy" test: speech moves the whole lower face (the jaw drop
+reaches the nasal wings), so a mouth burst and a nose burst of the same sentence count as
+one part moving again; a brow micro-expression in a pause of speech does not."""
 log = logging.getLogger("realtime.spotter")
 
 
@@ -97,6 +112,7 @@ class SpotterConfig:
     smooth_ms: float = 15.0           # causal smoothing of the score for the falling tests
     offset_level: float = 0.5         # share of the rise under which the face may settle (offset)
     settle_ms: float = 150.0          # no clear new low for this long: the face has settled
+    rerise: float = 2.0               # after its fall, a rise to this many times the low starts a new event
     settle_tol: float = 0.05          # offset = first frame within this share of the rise above the low
     rule: str = "megc"                # micro/macro rule (realtime.events.expression_kind)
     min_duration_ms: float = 60.0     # shorter excursions are noise, not expressions
@@ -104,9 +120,11 @@ class SpotterConfig:
     refractory_ms: float = 100.0      # quiet time after an event before the next may open
     blink_ratio: float = 1.5          # eyes' score rise > blink_ratio * expression rise -> blink
     head_ratio: float = 1.5           # head motion score rise > head_ratio * expression rise -> head
+    light_ratio: float = 1.5          # lighting change score rise > light_ratio * expression rise -> light
     context_ms: float = 600.0         # look-back before an onset for the "busy" test
     prominence: float = 3.5           # a micro-length event must peak this many times over that look-back
-    isolation_ms: float = 400.0       # ... and no other event may end or start this close to it
+    isolation_ms: float = 400.0       # ... and no other event of the same part may end or start this close to it
+    coincide_ms: float = 250.0        # ... nor one of another part this close (one gesture of the whole face)
     history_ms: float = 400.0         # look-back for the onset (> longest ME onset, 250 ms)
 
 
@@ -289,10 +307,12 @@ class _Event:
     eyes: list[float]                  # eyes' score
     head: list[float]                  # head motion's score
     regions: list[dict]
+    light: list[float]                 # lighting change's score
     onset: int                         # index into the lists
     peak: int                          # index of the running maximum
-    context: float = 1.0               # median score in the look-back before the onset (>= 1)
-    recent: bool = False               # another event ended less than isolation_ms before the onset
+    rvalues: list = field(default_factory=list)        # per frame: each region's score
+    context: np.ndarray | None = None  # per region: median score in the look-back before the onset (>= 1)
+    last_end: np.ndarray | None = None  # per region: when the last event led by it ended, at the onset
     apex: int | None = None            # index once confirmed
     held: bool = False                 # apex confirmed but not announced (suspect, see _suspect)
     fall_start: int | None = None      # index where the score fell under the offset level
@@ -335,7 +355,7 @@ class OnlineSpotter:
         self._calib_frames = frames_for(c.calibration_s * 1000.0, self.fps, 3)
         self._next_id = 0
         self.rejected = {r: 0 for r in REJECT_REASONS}
-        self.noise = NoiseModel(self.fps, self.regions + ("eyes", "head"), c.window_s, c.calm_quantile,
+        self.noise = NoiseModel(self.fps, self.regions + ("eyes", "head", "light"), c.window_s, c.calm_quantile,
                                 c.update_every_ms, c.floor_px)
         self.reset()
 
@@ -381,8 +401,10 @@ class OnlineSpotter:
         self._recent: deque[float] = deque(maxlen=self._smooth_n)
         self._event: _Event | None = None
         self._quiet_until = -math.inf
-        self._last_end_t = -math.inf             # offset time of the last event that was not a spike
-        self._pending: tuple[SpotUpdate, float] | None = None   # a micro final awaiting its isolation check
+        # per region: offset time of the last event it led (spikes aside)
+        self._last_end_t = np.full(len(FACE_PARTS), -math.inf)
+        # a micro final awaiting its isolation check: (update, deadline, its part, its offset time)
+        self._pending: tuple[SpotUpdate, float, int, float] | None = None
         self._last_close = -math.inf           # frame index of the last event's end
         self.last_score: float | None = None   # the score of the last frame (None while calibrating)
 
@@ -428,20 +450,28 @@ class OnlineSpotter:
         if isinstance(sample, MotionSample):
             r = sample.regions
             row = [float(r.get(n, 0.0)) for n in self.regions] + [float(r.get("eyes", 0.0)),
-                                                                   float(r.get("nose_ref", 0.0))]
+                                                                   float(r.get("nose_ref", 0.0)),
+                                                                   float(r.get("light", 0.0))]
             px, regions = float(sample.value), r
         else:
             px, regions = float(sample), {}
-            row = [px] * len(self.regions) + [0.0, 0.0]
+            row = [px] * len(self.regions) + [0.0, 0.0, 0.0]
         if not all(math.isfinite(v) for v in row + [px]):
             raise ValueError(f"motion value is {sample!r}; the motion signal must be finite")
         return np.asarray(row, dtype=np.float64), px, regions
 
-    def _scores(self, row: np.ndarray) -> tuple[float, float, float]:
-        """(expression score, eyes' score, head's score) of one row against calm."""
+    def _region_scores(self, row: np.ndarray) -> np.ndarray:
+        """The score of each part of the face (FACE_PARTS): its most active region's motion in
+        multiples of that region's calm level."""
+        r = row[:len(self.regions)] / self.noise.calm[:len(self.regions)]
+        return np.asarray([max((r[i] for i, n in enumerate(self.regions) if n in part), default=0.0)
+                           for part in FACE_PARTS.values()])
+
+    def _scores(self, row: np.ndarray) -> tuple[float, float, float, float]:
+        """(expression score, eyes' score, head's score, light's score) of one row against calm."""
         r = row / self.noise.calm
         k = len(self.regions)
-        return float(r[:k].max()), float(r[k]), float(r[k + 1])
+        return float(r[:k].max()), float(r[k]), float(r[k + 1]), float(r[k + 2])
 
     def update(self, frame_index: int, t: float, sample: MotionSample | float) -> list[SpotUpdate]:
         """Feed one frame's motion; returns the updates this frame produced (usually none)."""
@@ -459,12 +489,14 @@ class OnlineSpotter:
             else:
                 self._past.append((frame_index, t, row, px, regions))
                 return []
-        x, eyes, head = self._scores(row)
+        x, eyes, head, light = self._scores(row)
         self.last_score = x
         self._recent.append(x)
         xs = float(np.mean(self._recent))
         self._past.append((frame_index, t, row, px, regions))
         if self._event is not None:
+            self._event.rvalues.append(self._region_scores(row))
+            self._event.light.append(light)
             return self._flush(t) + self._step_event(frame_index, t, x, xs, px, eyes, head, regions)
         out = self._flush(t)
         if t >= self._quiet_until and x > self.config.open_ratio:
@@ -477,24 +509,27 @@ class OnlineSpotter:
         """A new event; a micro-expression still waiting for its isolation check loses it."""
         c = self.config
         out = []
-        if self._pending is not None:
-            final, _ = self._pending
-            self._pending = None
-            self.rejected["busy"] += 1
-            log.debug("event %d rejected: busy (another event follows at once)", final.event_id)
-            out.append(replace(final, stage="rejected"))
         past = list(self._past)                  # the context reaches back over earlier events ...
         scores = [self._scores(p[2]) for p in past]
+        regional = np.asarray([self._region_scores(p[2]) for p in past])     # (frames, regions)
         after = sum(1 for p in past if p[0] <= self._last_close)
         first = max(after, len(scores) - self.history_frames)   # ... the onset never does
         onset = first + min(find_onset([s[0] for s in scores[first:]], c.onset_ratio), len(scores) - 1 - first)
-        context = [s[0] for s in scores[max(0, onset - self._context_frames):onset]]
+        if self._pending is not None and (self._pending[2] == int(np.argmax(regional[-1])) or
+                                          (past[onset][1] - self._pending[3]) * 1000.0 < c.coincide_ms):
+            final = self._pending[0]
+            self._pending = None
+            self.rejected["busy"] += 1
+            log.debug("event %d rejected: busy (the face moves again at once)", final.event_id)
+            out.append(replace(final, stage="rejected"))
+        context = regional[max(0, onset - self._context_frames):onset]
         seg, sc = past[onset:], scores[onset:]
         e = _Event(self._next_id, [p[0] for p in seg], [p[1] for p in seg], [s[0] for s in sc],
                    [p[3] for p in seg], [s[1] for s in sc], [s[2] for s in sc], [p[4] for p in seg],
-                   onset=0, peak=0, context=max(1.0, float(np.median(context))) if context else 1.0)
+                   [s[3] for s in sc], onset=0, peak=0, rvalues=list(regional[onset:]),
+                   context=np.maximum(1.0, np.median(context, axis=0)) if len(context) else
+                   np.ones(len(FACE_PARTS)), last_end=self._last_end_t.copy())
         e.peak = int(np.argmax(e.values))
-        e.recent = (e.times[0] - self._last_end_t) * 1000.0 < c.isolation_ms
         self._next_id += 1
         self._event = e
         return out
@@ -508,9 +543,18 @@ class OnlineSpotter:
             return "blink"
         if max(e.head[e.onset:end]) - 1.0 > c.head_ratio * max(rise, 1e-9):
             return "head"
-        if e.recent or max(e.values[e.onset:end]) < c.prominence * e.context:
+        if max(e.light[e.onset:end]) - 1.0 > c.light_ratio * max(rise, 1e-9):
+            return "light"
+        r = self._region_of(e, end)
+        peak = max(v[r] for v in e.rvalues[e.onset:end])
+        since = (e.times[e.onset] - e.last_end) * 1000.0               # per part
+        if peak < c.prominence * e.context[r] or since[r] < c.isolation_ms or since.min() < c.coincide_ms:
             return "busy"
         return None
+
+    def _region_of(self, e: _Event, end: int | None = None) -> int:
+        """Index (into FACE_PARTS) of the part of the face that moved most in the event."""
+        return int(np.argmax(np.max(e.rvalues[e.onset:end], axis=0)))
 
     def _kind_certain(self, e: _Event, t: float) -> bool:
         """Macro already certain before the offset: the event has outlasted every ME the rule allows."""
@@ -559,6 +603,12 @@ class OnlineSpotter:
                     e.low_t, e.low_level = t, xs
             if x <= c.onset_ratio and n > e.apex:
                 return out + self._final(frame_index, t, n)
+            if e.fall_start is not None and n > e.low and x >= max(c.open_ratio, c.rerise * e.values[e.low]):
+                # the face moves again before it settled: this event ends at its low, the next opens
+                low = e.frames[e.low]
+                out += self._final(frame_index, t, e.low)
+                self._last_close, self._quiet_until = low, -math.inf
+                return out + self._open()
             if e.fall_start is not None and (t - e.low_t) * 1000.0 >= c.settle_ms:
                 off = settled_offset(e.values, e.fall_start, e.low, c.settle_tol * rise)
                 return out + self._final(frame_index, t, max(off, e.apex))
@@ -574,24 +624,27 @@ class OnlineSpotter:
         e = self._event
         kind = expression_kind(e.times[e.onset], e.times[e.apex], e.times[offset], self.config.rule, self.fps)
         end = offset + 1
-        log.debug("event %d frames %d-%d-%d: %s, peak score %.2f (context %.2f), eyes %.2f, head %.2f",
-                  e.event_id, e.frames[e.onset], e.frames[e.apex], e.frames[offset], kind,
-                  max(e.values[e.onset:end]), e.context, max(e.eyes[e.onset:end]), max(e.head[e.onset:end]))
+        r = self._region_of(e, end)
+        log.debug("event %d frames %d-%d-%d: %s, %s, peak score %.2f (context %.2f), eyes %.2f, head %.2f",
+                  e.event_id, e.frames[e.onset], e.frames[e.apex], e.frames[offset], kind, list(FACE_PARTS)[r],
+                  max(v[r] for v in e.rvalues[e.onset:end]), e.context[r], max(e.eyes[e.onset:end]),
+                  max(e.head[e.onset:end]))
         if kind == "micro":
             why = self._suspect(e, offset)
             if why is not None:
                 log.debug("event %d rejected: %s", e.event_id, why)
                 self.rejected[why] += 1
-                self._close(frame_index, t, e.times[offset])
+                self._close(frame_index, t, (r, e.times[offset]))
                 # announced at its apex, judged on its whole course: withdraw it
                 return [] if e.held else [self._update("rejected", e, frame_index, t, offset)]
         out = []
         if e.held:
             out.append(self._update("apex", e, frame_index, t, None))
-        self._close(frame_index, t, e.times[offset])
+        self._close(frame_index, t, (r, e.times[offset]))
         final = self._update("final", e, frame_index, t, offset, kind)
-        if kind == "micro":      # isolated? wait and see whether the face moves again at once
-            self._pending = (final, e.times[offset] + self.config.isolation_ms / 1000.0)
+        if kind == "micro":      # isolated? wait and see whether the same region moves again at once
+            out += self._flush(None)          # an earlier one, led by another region, stands
+            self._pending = (final, e.times[offset] + self.config.isolation_ms / 1000.0, r, e.times[offset])
             return out
         return out + [final]
 
@@ -600,13 +653,13 @@ class OnlineSpotter:
         passed without another event (``t`` None: end of stream)."""
         if self._pending is None or (t is not None and t < self._pending[1]):
             return []
-        final, _ = self._pending
+        final = self._pending[0]
         self._pending = None
         return [final]
 
-    def _close(self, frame_index: int, t: float, end_t: float | None = None) -> list[SpotUpdate]:
-        if end_t is not None:
-            self._last_end_t = end_t
+    def _close(self, frame_index: int, t: float, ended: tuple[int, float] | None = None) -> list[SpotUpdate]:
+        if ended is not None:                    # (region that led the event, its offset time)
+            self._last_end_t[ended[0]] = ended[1]
         self._event = None
         self._last_close = frame_index
         self._quiet_until = t + self.config.refractory_ms / 1000.0

@@ -408,3 +408,51 @@ def test_events_whose_label_is_late_are_still_written(me_clip):
     assert emitted == [] and len(late) >= 1
     assert all(e.label is None and is_final(e) for e in late)
     assert pipe.faults["label_missing"] == len(late)
+
+
+def _events(path, lookahead_s=3.0, **kw):
+    with open_source(video=path, **kw) as src:
+        pipe = Pipeline.for_source(src, PipelineConfig(engine="none", draw=False, lookahead_s=lookahead_s))
+        primed = pipe.prime_from(src)
+        _run(pipe, src)
+        return pipe.events, pipe.summary(src), primed
+
+
+def test_the_bundled_smile_is_a_macro_expression(asset):
+    """single_face.mp4: a real man talks, then smiles broadly from about 0.5 s to the end."""
+    events, summary, primed = _events(asset("single_face.mp4"))
+    assert primed > 30 and summary.lookahead_frames == primed      # the whole 2.4 s clip, read ahead
+    assert [e.kind for e in events] == ["macro"]
+    [smile] = events
+    assert 0.3 <= smile.onset_t <= 0.8 and smile.offset_t - smile.onset_t >= 0.5
+
+
+def test_recordings_are_read_ahead_cameras_are_not(asset):
+    with open_source(video=asset("single_face.mp4")) as src:
+        pipe = Pipeline.for_source(src, PipelineConfig(engine="none", draw=False, lookahead_s=0.5))
+        assert pipe.prime_from(src) > 5
+        assert not pipe.spotter.calibrating                       # judged from the first frame
+        results, _ = _run(pipe, src)
+        assert results[1].score is not None                       # frame 0 has no reference yet
+        with pytest.raises(RuntimeError, match="before the first"):
+            pipe.prime([])
+    with open_source(video=asset("single_face.mp4"), realtime=True) as live:   # played as a camera
+        pipe = Pipeline.for_source(live, PipelineConfig(engine="none", draw=False))
+        assert pipe.prime_from(live) == 0 and pipe.spotter.calibrating
+        pipe.close(wait=False)
+
+
+def test_a_clip_too_short_to_analyse_says_so(asset, tmp_path):
+    import cv2
+
+    short = tmp_path / "three_frames.avi"
+    with open_source(video=asset("single_face.mp4")) as src:
+        frames = [f.image for f, _ in zip(src, range(3))]
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(short), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (w, h))
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    events, summary, primed = _events(short)
+    assert events == [] and primed == 0
+    assert summary.faults.get("too_short") == 1

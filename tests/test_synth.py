@@ -8,6 +8,7 @@ optical flow inside the face box that dlib finds on the first frame.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from realtime.events import read_ground_truth
+from realtime.events import expression_kind, read_ground_truth
 from realtime.face import MEAN_SHAPE_68, DlibDetector, FaceAligner, dlib_predictor_path, transform_points
 from train import synth
 from train.protocols import DEMO_3
@@ -324,3 +325,263 @@ def test_ten_second_200fps_clip_is_fast():
     cpu = time.process_time() - t0
     print(f"10 s at 200 fps, 640x480: {n} frames in {cpu:.1f} s CPU")
     assert n == 2000 and cpu < 30
+
+
+# --------------------------------------------------------------------------- the hard set
+
+HARD_DISTRACTORS = ("blink", "wink", "gaze", "speech", "head", "light")
+
+
+def _assert_expression_rule(truths):
+    """Every expression's kind is what the one micro/macro rule says (realtime.events)."""
+    for t in truths:
+        if t.kind in ("micro", "macro"):
+            assert expression_kind(t.onset_t, t.apex_t, t.offset_t) == t.kind, t
+
+
+@pytest.mark.parametrize("fps", [30, 200])
+def test_ground_truth_obeys_the_micro_macro_rule_in_every_set(fps):
+    cfg = SynthConfig()
+    n = int(60 * fps)
+    for mode in ("mixed", "distractors", "micro"):
+        _assert_expression_rule([p.truth(fps) for p in synth.schedule_events(n, fps, np.random.default_rng(fps), mode,
+                                                                               cfg)])
+    for seed in range(4):
+        tracks, _ = synth.schedule_hard("sample_video", int(20 * fps), fps, np.random.default_rng(seed))
+        _assert_expression_rule([t.truth(fps) for t in tracks])
+        _, truths, _ = synth.make_sequence("group_back", fps, seed)
+        _assert_expression_rule(truths)
+
+
+def _overlaps(a, b) -> bool:
+    return a.onset_frame <= b.offset_frame and b.onset_frame <= a.offset_frame
+
+
+@pytest.mark.parametrize("fps", [30, 60, 100, 200])
+def test_hard_schedule_holds_every_kind(fps):
+    """20 s hard clips: every new kind is there (light when asked), an expression, speech or
+    a head turn from frame 0, macro-expressions held >= 1 s, MEs in speech pauses and
+    clear of every other event, log-spread ME amplitudes."""
+    n = int(20 * fps)
+    starts, me_in_pause, amps = set(), 0, []
+    for seed in range(6):
+        light = seed % 2 == 1
+        tracks, start = synth.schedule_hard("sample_video", n, fps, np.random.default_rng([seed, 11]), light=light)
+        truths = [t.truth(fps) for t in tracks]
+        kinds = {t.kind for t in truths}
+        assert {"micro", "macro", "blink", "wink", "gaze", "speech", "head"} <= kinds, (seed, kinds)
+        assert ("light" in kinds) == light
+        assert kinds <= set(synth.TRUTH_KINDS)
+        starts.add(start)
+        if start != "head":
+            assert min(t.onset_frame for t in truths if t.kind in ("speech", "macro")) == 0
+        else:
+            assert any(t.kind == "head" and t.onset_frame == 0 for t in truths)
+        assert any(t.kind == "macro" and t.offset_t - t.onset_t >= 1.0 for t in truths)
+        assert all(0 <= t.onset_frame < t.offset_frame < n for t in truths)
+        micro = [t for t in truths if t.kind == "micro"]
+        speech = [t for t in truths if t.kind == "speech"]
+        assert len(micro) >= 3
+        for m in micro:
+            assert m.amplitude > 0 and m.label in DEMO_3
+            assert not any(_overlaps(m, o) for o in truths if o is not m), m
+            if any(0 < m.onset_frame - s.offset_frame <= 1.0 * fps for s in speech):
+                me_in_pause += 1
+            clear = synth.HardConfig().me_clear_s * fps - 1                  # nothing else close to an ME
+            assert all(o.onset_frame - m.offset_frame >= clear or m.onset_frame - o.offset_frame >= clear
+                       for o in truths if o is not m), m
+            amps.append(m.amplitude)
+        for t in truths:
+            if t.kind in ("speech", "head", "gaze", "wink", "blink", "light"):
+                assert t.label is None and t.amplitude > 0
+    assert starts >= {"speech", "macro"}
+    assert me_in_pause >= 6
+    assert max(amps) / min(amps) > 5          # tiny to clear
+
+
+def test_hard_distractor_tracks_have_the_right_shape():
+    fps = 200
+    hc = synth.HardConfig()
+    sc = synth.face_scale("sample_video")
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        sp = synth.speech_track(0, 4 * fps, fps, rng, hc, sc)
+        assert sp is not None and sp.kind == "speech" and 0.3 <= sp.offset_frame / fps <= 4.0
+        opening = sp.curves["open"]
+        # syllables: the jaw opens and closes 3-6 times a second, irregularly
+        rises = np.flatnonzero((opening[1:] > 0.5 * opening.max()) & (opening[:-1] <= 0.5 * opening.max()))
+        rate = len(rises) / (sp.offset_frame / fps)
+        assert 1.0 <= rate <= 7.0, rate
+        head = synth.head_track(0, fps, rng, hc, sc)
+        assert 0.3 <= head.offset_frame / fps <= 1.5 + 1e-9 and head.au in ("AU51", "AU52", "AU54", "AU54+AU53")
+        light = synth.light_track(0, fps, rng, hc)
+        assert 0.5 <= light.offset_frame / fps <= 2.0 + 1e-9 and 0.1 <= light.amplitude <= 0.3
+        wink = synth.eye_track("wink", 0, fps, rng, hc, sc)
+        assert wink.sides in ((1.0, 0.0), (0.0, 1.0)) and wink.au == "AU46"
+        gaze = synth.gaze_track(0, fps, rng, hc, sc)
+        assert 0.4 <= gaze.offset_frame / fps <= 2.5 + 1e-9 and gaze.au in ("AU61", "AU62")
+        for style in synth.MACRO_STYLES:
+            m = synth.macro_track(style, 0, fps, rng, hc, sc, long=True)
+            t = m.truth(fps)
+            assert t.kind == "macro" and t.offset_t - t.onset_t >= 1.0
+            assert (t.label is None) == (style == "yawn")
+
+
+def _region_change(frames, k, lm, points, pad=6):
+    x0, y0 = (lm[points].min(0) - pad).astype(int)
+    x1, y1 = (lm[points].max(0) + pad).astype(int)
+    a = frames[0][y0:y1, x0:x1].astype(np.float32)
+    b = frames[k][y0:y1, x0:x1].astype(np.float32)
+    return float(np.abs(a - b).mean())
+
+
+def test_hard_tracks_move_what_they_should():
+    """Rendered without camera nuisance, each distractor changes its own part of the face:
+    a blink both eyes, a wink one, a gaze shift the eyes only, speech the mouth, a light
+    sweep the brightness, a head turn everything."""
+    fps = 30
+    hc = synth.HardConfig()
+    sc = synth.face_scale("sample_video")
+    rng = np.random.default_rng(1)
+    gap = 40
+    tracks = [synth.eye_track("blink", 0, fps, rng, hc, sc), synth.eye_track("wink", 0, fps, rng, hc, sc),
+              synth.gaze_track(0, fps, rng, hc, sc), synth.speech_track(0, 60, fps, rng, hc, sc),
+              synth.head_track(0, fps, rng, hc, sc, "turn"), synth.light_track(0, fps, rng, hc)]
+    at = 5
+    placed = []
+    for t in tracks:
+        placed.append(dataclasses.replace(t, onset_frame=at, apex_frame=t.apex_frame + at,
+                                          offset_frame=t.offset_frame + at))
+        at = placed[-1].offset_frame + gap
+    cam = synth.SynthConfig.clean()
+    frames = list(synth._render_tracks("sample_video", placed, at, fps, (320, 240), 0, cam, 0.0, (0.0, 0.0), 0.0))
+    lm = synth._face_models()[1](frames[0], synth._face_models()[0].detect(frames[0])[0])
+    left_eye, right_eye = list(range(36, 42)), list(range(42, 48))
+    mouth, brows = list(range(48, 68)), list(range(17, 27))
+    blink, wink, gaze, speech, head, light = placed
+    ch = lambda t, pts: _region_change(frames, t.apex_frame, lm, pts)  # noqa: E731
+    assert min(ch(blink, left_eye), ch(blink, right_eye)) > 3 * ch(blink, mouth)
+    assert max(ch(wink, left_eye), ch(wink, right_eye)) > 3 * min(ch(wink, left_eye), ch(wink, right_eye))
+    assert min(ch(gaze, left_eye), ch(gaze, right_eye)) > 3 * max(ch(gaze, mouth), 0.2)
+    assert ch(speech, mouth) > 3 * max(ch(speech, left_eye), ch(speech, right_eye), 0.2)
+    assert min(ch(head, pts) for pts in (left_eye, right_eye, mouth, brows)) > 2.0
+    face = lm.min(0).astype(int), lm.max(0).astype(int)
+    mean = lambda k: frames[k][face[0][1]:face[1][1], face[0][0]:face[1][0]].mean()  # noqa: E731
+    assert abs(mean(light.apex_frame) / mean(0) - 1) > 0.04
+    for t in placed:                           # back to the still after each event
+        assert _region_change(frames, t.offset_frame + 2, lm, list(range(68))) < 0.5
+
+
+def test_hard_clip_is_deterministic():
+    def first(seed, n=20):
+        frames, truths, info = synth.make_hard_clip("sample_photo", 30, 4.0, "hard", (160, 120), seed=seed)
+        return [f for _, f in zip(range(n), frames)], truths, info
+
+    a, ta, ia = first(5)
+    b, tb, ib = first(5)
+    c, tc, _ = first(6)
+    assert [t.to_dict() for t in ta] == [t.to_dict() for t in tb] and ia == ib
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert [t.to_dict() for t in ta] != [t.to_dict() for t in tc]
+    assert not np.array_equal(a[3], c[3])
+
+
+def test_cli_hard_set_and_distractor_only_clips(tmp_path):
+    synth.main(["clips", "--set", "hard", "--split", "eval", "--n", "3", "--distractor-only", "2", "--fps", "30",
+                "--seconds", "5", "--size", "160x120", "--seed", "2", "--out", str(tmp_path)])
+    with open(tmp_path / "clips.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["clip_type"] for r in rows] == ["hard", "talking", "lighting"]
+    assert all(r["set"] == "hard" and r["split"] == "eval" for r in rows)
+    assert {f"n_{k}" for k in synth.TRUTH_KINDS} <= rows[0].keys()
+    for r in rows:
+        truths = read_ground_truth(tmp_path / r["ground_truth"])
+        kinds = [t.kind for t in truths]
+        for k in synth.TRUTH_KINDS:
+            assert int(r[f"n_{k}"]) == kinds.count(k)
+        _assert_expression_rule(truths)
+        cap = cv2.VideoCapture(str(tmp_path / r["video"]))
+        assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 150
+    talking = {t.kind for t in read_ground_truth(tmp_path / rows[1]["ground_truth"])}
+    lighting = {t.kind for t in read_ground_truth(tmp_path / rows[2]["ground_truth"])}
+    assert "speech" in talking and talking <= {"speech", "blink"}
+    assert lighting == {"light"}
+    # and over longer clips: never an expression in a distractor-only clip
+    for seed in range(5):
+        for clip_type, allowed in (("talking", {"speech", "blink"}), ("lighting", {"light"})):
+            tracks, _ = synth.schedule_hard("group_back", 20 * 30, 30, np.random.default_rng(seed), clip_type)
+            assert {t.kind for t in tracks} <= allowed and tracks
+
+
+def test_ground_truth_amplitude_is_optional():
+    from realtime.events import GroundTruth
+
+    old = GroundTruth(1, 2, 3, "micro", "positive", 30.0)
+    assert "amplitude" not in old.to_dict()              # files written before it read back unchanged
+    new = GroundTruth.from_dict({**old.to_dict(), "kind": "speech", "label": None, "amplitude": 1.5})
+    assert new.to_dict()["amplitude"] == 1.5
+    with pytest.raises(ValueError):
+        GroundTruth(1, 2, 3, "sneeze", None, 30.0)
+    with pytest.raises(ValueError):
+        GroundTruth(1, 2, 3, "light", None, 30.0, amplitude=-1.0)
+
+
+# --------------------------------------------------------------------------- sequences
+
+def test_sequence_schedule():
+    """One ME per sequence, onset within the first 300 ms (some at 30-100 ms), 0.3-2 s long."""
+    early = 0
+    for seed in range(60):
+        _, truths, n = synth.make_sequence("sample_video", 200, seed)
+        assert len(truths) == 1
+        t = truths[0]
+        assert t.kind == "micro" and t.label in DEMO_3 and t.amplitude > 0
+        assert 0.03 - 1e-9 <= t.onset_t <= 0.3 + 1e-9
+        early += t.onset_t <= 0.1
+        assert 0.3 - 1e-9 <= n / 200 <= 2.0 + 1e-9 and t.offset_frame < n
+    assert 5 <= early <= 40
+
+
+def test_write_sequences(tmp_path):
+    from realtime.sources import ImageFolderSource
+
+    rows = synth.write_sequences(tmp_path, 2, fps=200, seed=1, size=(160, 120))
+    with open(tmp_path / "sequences.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["folder"] for r in table] == ["seq_000", "seq_001"] and len(rows) == 2
+    for r in table:
+        folder = tmp_path / r["folder"]
+        files = sorted(folder.glob("img*.jpg"))
+        assert len(files) == int(r["frames"]) and files[0].name == "img0001.jpg"
+        src = ImageFolderSource(folder, 200)
+        assert [f.name for f in src.files] == [f.name for f in files]      # read in order
+        truths = read_ground_truth(tmp_path / f"{r['folder']}.gt.jsonl")
+        assert len(truths) == 1 and truths[0].kind == "micro" and truths[0].onset_t <= 0.3
+        assert truths[0].offset_frame < len(files) and truths[0].source == r["folder"]
+    # rewriting with other settings leaves no stale frame behind
+    synth.write_sequences(tmp_path, 1, fps=200, seed=7, size=(160, 120))
+    _, _, n = synth.make_sequence(synth.eval_identities()[0], 200, 7 * 10007)
+    assert len(list((tmp_path / "seq_000").glob("img*.jpg"))) == n
+
+
+# --------------------------------------------------------------------------- the standard set
+
+def _clip_digest(mode, identity, fps, seconds, seed):
+    import hashlib
+
+    frames, truths = synth.make_clip(identity, fps, seconds, mode, (160, 120), seed=seed)
+    h = hashlib.sha256()
+    for f in frames:
+        h.update(f.tobytes())
+    g = hashlib.sha256("\n".join(json.dumps(t.to_dict(), separators=(",", ":")) for t in truths).encode())
+    return h.hexdigest()[:16], g.hexdigest()[:16]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (("mixed", "sample_photo", 30, 6.0, 3), ("a56378b008384577", "4547a28fa4061b09")),
+    (("distractors", "group_back", 60, 5.0, 4), ("8068126ecebc6e48", "c9b46dc0b506ebbe")),
+])
+def test_standard_set_is_unchanged(args, expected):
+    """The standard clips and their ground truth are byte-identical to the generator's before
+    the hard set was added (digests of its output; opencv-contrib-python is pinned)."""
+    assert _clip_digest(*args) == expected
