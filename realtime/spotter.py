@@ -54,8 +54,9 @@ apex and settles at the offset. Per event, in score units:
                       moving brightness edge reads as optical flow);
              "busy"   a micro-length event in a part of the face that was already moving
                       (FACE_PARTS: upper = brows, lower = nose + mouth): in the part that
-                      moved most, its peak is under ``prominence`` times that part's
-                      median score over the ``context_ms`` before its onset, or another
+                      moved most, that part's median score over the ``context_ms`` before
+                      its onset was above ``still_context`` and the event's peak is under
+                      ``prominence`` times it, or another
                       event led by the same part ended less than ``isolation_ms`` before
                       its onset or starts less than that after its offset (of any part:
                       less than ``coincide_ms``). Speech is a train of such lower-face
@@ -122,7 +123,8 @@ class SpotterConfig:
     head_ratio: float = 1.5           # head motion score rise > head_ratio * expression rise -> head
     light_ratio: float = 1.5          # lighting change score rise > light_ratio * expression rise -> light
     context_ms: float = 600.0         # look-back before an onset for the "busy" test
-    prominence: float = 3.5           # a micro-length event must peak this many times over that look-back
+    prominence: float = 3.5           # a micro-length event must peak this many times over that look-back ...
+    still_context: float = 1.5        # ... unless the look-back was still (its median score at most this)
     isolation_ms: float = 400.0       # ... and no other event of the same part may end or start this close to it
     coincide_ms: float = 250.0        # ... nor one of another part this close (one gesture of the whole face)
     history_ms: float = 400.0         # look-back for the onset (> longest ME onset, 250 ms)
@@ -548,7 +550,8 @@ class OnlineSpotter:
         r = self._region_of(e, end)
         peak = max(v[r] for v in e.rvalues[e.onset:end])
         since = (e.times[e.onset] - e.last_end) * 1000.0               # per part
-        if peak < c.prominence * e.context[r] or since[r] < c.isolation_ms or since.min() < c.coincide_ms:
+        moving = e.context[r] > c.still_context and peak < c.prominence * e.context[r]
+        if moving or since[r] < c.isolation_ms or since.min() < c.coincide_ms:
             return "busy"
         return None
 
