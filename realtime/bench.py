@@ -38,7 +38,8 @@ Warm-up: a separate pass over the first ``--warmup`` frames with a throw-away Pi
 (same models, same recogniser) and a few recogniser calls on a real aligned pair, so
 that lazy allocations, model page-in and kernel choice are not in the figures. The
 measured pass then runs the whole file from frame 0 with a fresh Pipeline (the spotter
-calibrates on the first second, as it would live).
+warms its noise model up on the first half second, as it would live: the benchmark measures
+the causal path a camera gets, with no look-ahead).
 
 ``--compare`` then runs, in the same process on the same decoded frames: the paper's
 preprocessing (dlib HOG detection + 68 landmarks on every frame) against each tracker
@@ -455,7 +456,7 @@ class Measured:
     summary: Any                       # realtime.pipeline.RunSummary
     source: dict
     t: np.ndarray                      # (N,) source seconds
-    value: np.ndarray                  # (N,) motion value (nan: no face)
+    value: np.ndarray                  # (N,) the spotter's score, motion / calm level (nan: no face)
     threshold: np.ndarray              # (N,)
     frame_ms: np.ndarray               # (N,) captured -> result (pipeline's frame latency)
     decode_ms: np.ndarray              # (N,)
@@ -504,7 +505,7 @@ def measure(clip: Clip, cfg: BenchConfig, engine: Engine, models) -> Measured:
         for frame in src:
             r = pipe.process(frame)
             t_col.append(r.t)
-            v_col.append(np.nan if r.value is None else r.value)
+            v_col.append(np.nan if r.score is None else r.score)
             th_col.append(np.nan if r.threshold is None else r.threshold)
             f_col.append(r.latency_ms)
             d_col.append(frame.decode_ms)
@@ -1222,7 +1223,8 @@ def plot_motion(r: dict, m: Measured, truth: list | None, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, a = plt.subplots(figsize=(12, 3.8))
-    a.plot(m.t, m.value, lw=0.7, color="k", label="motion signal")
+    a.plot(m.t, m.value, lw=0.7, color="k", label="motion score (x calm level)")
+    a.set_yscale("log")
     a.plot(m.t, m.threshold, lw=0.8, ls="--", color="tab:red", label="threshold")
     fps = r["source"]["fps"]
     top = np.nanmax(m.value) if np.isfinite(m.value).any() else 1.0

@@ -31,6 +31,7 @@ examples:
   python run_live.py --video clip.mp4 --engine runs/demo/best.safetensors --tracker dlib --device cpu
   python run_live.py --gradio --port 7860 [--share --auth user:password]
   python run_live.py --bench --video clip.avi --fps 200    # same as python -m realtime.bench clip.avi --fps 200
+  python run_live.py --batch study/ --out results/ --jobs 2 # every recording of a study = python -m realtime.batch
 
 With no source option, --camera 0 is used. --sample alone plays the bundled micro-expression clip
 (generated on a real face; its ground truth lies beside it, so the summary ends with each true event
@@ -120,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     web.add_argument("--auth", metavar="USER:PASS", help="require this login (recommended with --share)")
 
+    many = ap.add_argument_group("many recordings (--batch)")
+    many.add_argument("--batch", nargs="+", metavar="INPUTS",
+                      help="analyse every recording of a study: video files, folders, globs or a CSV manifest, "
+                           "with --out DIR [--jobs N | --ray] and the model options above; the same as python -m "
+                           "realtime.batch INPUTS ... (see its --help)")
+
     bench = ap.add_argument_group("benchmark (--bench)")
     bench.add_argument("--bench", action="store_true",
                        help="run the latency benchmark (python -m realtime.bench) on --video/--sample")
@@ -198,6 +205,12 @@ def _gradio(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--batch" in argv:   # many recordings: the batch runner takes the rest of the command line
+        from realtime import batch
+
+        i = argv.index("--batch")
+        return batch.main(argv[:i] + argv[i + 1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else getattr(logging, args.log_level),
                         format="%(levelname)s: %(message)s")
@@ -216,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args) -> int:
     """The live loop for parsed arguments (see build_parser)."""
     from realtime import assets
-    from realtime.pipeline import Pipeline, PipelineConfig
+    from realtime.recording import RecordingSettings, make_pipeline
     from realtime.sinks import (AnnotatedVideoWriter, ConsolePrinter, EventList, EventLog, SignalCSV, SinkError,
                                 print_summary)
     from realtime.sources import SourceError, open_source
@@ -255,16 +268,11 @@ def run(args) -> int:
             return _fail(f"--engine {args.engine}: {e}")
         if note:
             log.warning(note)
-        cfg = PipelineConfig(fps=source.fps, tracker=args.tracker, device=args.device,
-                             engine=args.engine if recognizer is not None else "none",
-                             draw=window or bool(args.record),
-                             draw_fps=None if args.record else args.draw_fps,
-                             calibration_s=args.calibration, landmarks_hz=args.landmarks_hz or None,
-                             spotter={"rule": args.me_rule},
-                             lookahead_s=0.0 if args.causal else PipelineConfig.lookahead_s)
-        pipe = Pipeline(cfg, recognizer, source_name=source.name)
-        if pipe.prime_from(source):
-            say(f"read ahead {pipe.primed} frames ({cfg.lookahead_s:g} s at most) to learn the calm level")
+        settings = RecordingSettings.from_args(args)
+        pipe = make_pipeline(source, settings, recognizer, draw=window or bool(args.record),
+                             draw_fps=None if args.record else args.draw_fps)
+        if pipe.primed:
+            say(f"read ahead {pipe.primed} frames ({pipe.config.lookahead_s:g} s at most) to learn the calm level")
         try:
             if args.record:
                 sinks.append(AnnotatedVideoWriter(args.record, fps=source.fps))
@@ -283,11 +291,7 @@ def run(args) -> int:
         say(f"source: {source.name} at {source.fps:g} fps{' (live)' if source.live else ''}; tracker {args.tracker}; "
             f"engine {info.get('engine') or 'none'}"
             + (f" {info.get('precision', '')} on {info.get('device', '')}" if recognizer is not None else ""))
-        code = _loop(args, source, pipe, sinks, window)
-        late = pipe.close(wait=True, timeout=3.0 if source.live else 60.0)
-        for s in sinks:
-            s.handle_events(late)
-        summary = pipe.summary(source)
+        code, summary = _loop(args, source, pipe, sinks, window)
         if source.end_reason and code == EXIT_OK and source.live:
             code = EXIT_SOURCE_LOST
     finally:
@@ -381,9 +385,13 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _loop(args, source, pipe, sinks, window: bool) -> int:
+def _loop(args, source, pipe, sinks, window: bool):
+    """The frame loop (realtime.recording.drive) with the window's keys and the progress
+    bar; returns (exit code, the run's summary)."""
     import cv2
     from tqdm import tqdm
+
+    from realtime.recording import drive
 
     title = f"moext-live: {source.name}  (q quit, c recalibrate)"
     total = getattr(source, "header_frames", None)
@@ -391,31 +399,28 @@ def _loop(args, source, pipe, sinks, window: bool) -> int:
         total = min(total, args.max_frames)
     bar = tqdm(total=total, unit="frame", disable=True if (args.quiet or source.live or window) else None,
                file=sys.stderr, dynamic_ncols=True)
-    n = 0
+
+    def on_result(r):
+        bar.update(1)
+        if window and r.overlay is not None:
+            try:
+                cv2.imshow(title, r.overlay)
+                key = cv2.waitKey(1) & 0xFF
+            except cv2.error as e:
+                log.error("the window could not be shown (%s); run with --headless", e)
+                return EXIT_USAGE
+            if key in (ord("q"), 27):
+                return EXIT_OK
+            if key == ord("c"):
+                pipe.recalibrate()
+                log.warning("the spotter learns this face's calm level again")
+        return None
+
     try:
-        for frame in source:
-            r = pipe.process(frame)
-            for s in sinks:
-                s.handle(r)
-            n += 1
-            bar.update(1)
-            if window and r.overlay is not None:
-                try:
-                    cv2.imshow(title, r.overlay)
-                    key = cv2.waitKey(1) & 0xFF
-                except cv2.error as e:
-                    log.error("the window could not be shown (%s); run with --headless", e)
-                    return EXIT_USAGE
-                if key in (ord("q"), 27):
-                    break
-                if key == ord("c"):
-                    pipe.recalibrate()
-                    log.warning("recalibrating: keep a neutral face")
-            if args.max_frames and n >= args.max_frames:
-                break
-    except KeyboardInterrupt:
-        log.warning("interrupted: finishing the outputs")
-        return EXIT_INTERRUPTED
+        outcome = drive(source, pipe, sinks, on_result=on_result, max_frames=args.max_frames,
+                        close_timeout=3.0 if source.live else 60.0)
     finally:
         bar.close()
-    return EXIT_OK
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED, outcome.summary
+    return (outcome.stop if outcome.stop is not None else EXIT_OK), outcome.summary

@@ -8,7 +8,10 @@
 Every video runs through ``realtime.pipeline.Pipeline``, the object run_live.py, the demo
 and the benchmark drive (face tracker, smoothed alignment, motion signal, online spotter,
 recogniser), frame by frame at the video's true rate: the figures are those of the live
-path, not of an offline copy. Detections are the pipeline's final events; they are
+path, not of an offline copy. The videos go through the batch runner (``realtime.batch``,
+the per-recording function and outputs of ``python -m realtime.batch``; ``--jobs N`` runs
+N at a time, ``--work DIR`` keeps each video's event log and signal for a later run to
+reuse), and are scored from what it wrote: evaluation and production share one path. Detections are the pipeline's final events; they are
 scored the MEGC way (realtime/scoring.py: hit at IoU >= 0.5, F1 = 2TP / (2TP + FP + FN))
 per video and pooled, with the apex error (median, share within 10 ms) and, when an
 engine runs, the label accuracy over hits.
@@ -46,7 +49,6 @@ import json
 import math
 import re
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -469,43 +471,104 @@ BANDS = (0.0, 5.0, 10.0, 20.0, 50.0, math.inf)
 clip's calm level (measure_ratios)."""
 
 
+def recording_settings(tracker: str = "fast", spotter: dict | None = None, motion: dict | None = None,
+                       mode: str = "recording", engine: str = "none"):
+    """The realtime.recording settings of an evaluation run (``mode`` "recording": read
+    ahead, as run_live.py and the batch read files; "causal": as a camera sees it)."""
+    from realtime.recording import RecordingSettings
+
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return RecordingSettings(engine=engine, tracker=tracker, spotter=dict(spotter or {}), motion=dict(motion or {}),
+                             causal=mode == "causal")
+
+
+def _engine_id(recognizer, engine: str | None) -> str | None:
+    """The key part naming a recogniser passed in already loaded (None: the batch
+    fingerprints ``engine`` itself)."""
+    if recognizer is None or engine not in (None, "preloaded"):
+        return None
+    import hashlib
+
+    try:
+        info = recognizer.info()
+    except Exception:
+        info = {"name": getattr(recognizer, "name", type(recognizer).__name__)}
+    return "preloaded:" + hashlib.sha256(json.dumps(info, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_videos(videos: Sequence[tuple[str, Path, float | None]], settings, work: str | Path | None = None, *,
+               recognizer=None, jobs: int = 1, progress: bool = True) -> list[VideoRun]:
+    """Run videos (name, file or image folder, true fps or None) through the batch runner
+    (realtime.batch: the per-recording function, outputs and resume of ``python -m
+    realtime.batch``) and read each one's events and per-frame signal back. ``work``: the
+    batch's output folder (kept: a second evaluation there reuses unchanged runs); None: a
+    temporary one. A video that could not be analysed at all raises SourceError; one that
+    decoded only part-way is scored on what was read (``VideoRun.end_reason`` says so)."""
+    import shutil
+    import tempfile
+
+    from realtime import batch
+    from realtime.sources import SourceError
+
+    if jobs > 1 and recognizer is not None and settings.engine in ("none", "preloaded"):
+        raise ValueError("several processes load the recogniser themselves: give its spec (settings.engine)")
+    tmp = None
+    if work is None:
+        work = tmp = tempfile.mkdtemp(prefix="moext-eval-")
+    try:
+        recs = [batch.Recording(rid=name, path=Path(path).resolve(), fps=fps) for name, path, fps in videos]
+        run = batch.run_recordings(recs, settings, work, jobs=jobs, recognizer=recognizer if jobs <= 1 else None,
+                                   engine_id=_engine_id(recognizer, settings.engine), progress=progress)
+        out = []
+        for rec in recs:
+            res = run.rows[rec.rid]
+            if res["status"] != "done" and not (res.get("partial_outputs") and res.get("frames")):
+                raise SourceError(f"{rec.rid}: {res.get('error')}")
+            folder = run.folder(rec.rid)
+            out.append(_video_run(folder, json.loads((folder / "result.json").read_text(encoding="utf-8"))))
+        return out
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _video_run(folder: Path, res: dict) -> VideoRun:
+    """A VideoRun from a batch recording's folder: events.jsonl, signal.csv, result.json."""
+    import csv
+
+    from realtime.events import read_events
+
+    events = read_events(folder / "events.jsonl") if (folder / "events.jsonl").is_file() else []
+    frames = int(res.get("frames") or 0)
+    regions: dict[str, list[float]] = {n: [] for n in REGION_NAMES}
+    signal = folder / "signal.csv"
+    if signal.is_file():
+        with open(signal, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                for n in REGION_NAMES:
+                    v = row.get(n)
+                    regions[n].append(float(v) if v not in (None, "") else math.nan)
+    for n in REGION_NAMES:
+        if len(regions[n]) < frames:
+            regions[n] += [math.nan] * (frames - len(regions[n]))
+    dets = [Interval(e.onset_frame, e.offset_frame, e.apex_frame, e.kind, e.label) for e in events]
+    return VideoRun(dets, [e.to_dict() for e in events], frames, float(res.get("face_share") or 0.0),
+                    float(res.get("fps") or 0.0), float(res.get("wall_s") or 0.0), res.get("end_reason"), regions,
+                    dict(res.get("faults") or {}), dict(res.get("rejected") or {}))
+
+
 def spot_video(path: Path, fps: float | None, recognizer=None, tracker: str = "fast",
                spotter: dict | None = None, motion: dict | None = None, progress: bool = True,
                mode: str = "recording") -> VideoRun:
-    """Run one video (file or image folder) through ``realtime.pipeline.Pipeline`` with
-    nothing dropped, and return its final events as intervals. ``mode`` "recording": the
-    noise model is warmed up on a look-ahead, as run_live.py does for files; "causal": as a
-    camera sees it (what the latency benchmark measures)."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    from tqdm import tqdm
-
-    from realtime.pipeline import Pipeline, PipelineConfig
-    from realtime.sources import open_source
-
-    t0 = time.perf_counter()
-    kw = {"images": path} if path.is_dir() else {"video": path}
-    with open_source(fps=fps, **kw) as src:
-        cfg = PipelineConfig(fps=src.fps, tracker=tracker, engine="none", draw=False,
-                             spotter=dict(spotter or {}), motion=dict(motion or {}),
-                             lookahead_s=PipelineConfig.lookahead_s if mode == "recording" else 0.0)
-        pipe = Pipeline(cfg, recognizer=recognizer, source_name=path.name)
-        pipe.prime_from(src)
-        events = []
-        regions: dict[str, list[float]] = {n: [] for n in REGION_NAMES}
-        total = getattr(src, "header_frames", None) or None
-        bar = tqdm(src, total=total, desc=path.name, unit="frame", disable=not progress, leave=False)
-        for frame in bar:
-            r = pipe.process(frame)
-            events += [e for e in r.new_events if e.finalised_t is not None]
-            for n in REGION_NAMES:
-                regions[n].append(r.regions.get(n, math.nan) if r.regions else math.nan)
-        events += pipe.close(wait=True)
-        summary = pipe.summary(src)
-    dets = [Interval(e.onset_frame, e.offset_frame, e.apex_frame, e.kind, e.label) for e in events]
-    return VideoRun(dets, [e.to_dict() for e in events], summary.frames, summary.face_share, src.fps,
-                    time.perf_counter() - t0, summary.end_reason, regions, dict(summary.faults),
-                    dict(summary.rejected))
+    """Run one video (file or image folder) through the batch runner's per-recording
+    function (realtime.batch.run_job: the Pipeline of run_live.py, nothing dropped) and
+    return its final events as intervals. ``mode`` "recording": the noise model is warmed
+    up on a look-ahead, as run_live.py does for files; "causal": as a camera sees it
+    (what the latency benchmark measures). SourceError when it cannot be read."""
+    settings = recording_settings(tracker, spotter, motion, mode, "preloaded" if recognizer is not None else "none")
+    path = Path(path)
+    return run_videos([(path.name, path, fps)], settings, recognizer=recognizer, progress=progress)[0]
 
 
 REGION_NAMES = ("brows", "nose", "mouth")
@@ -597,18 +660,28 @@ def load_engine(spec: str, device: str = "auto"):
 
 def evaluate_cases(cases: list[VideoCase], *, fps: float | None = None, recognizer=None, tracker: str = "fast",
                    iou: float = 0.5, spotter: dict | None = None, motion: dict | None = None,
-                   progress: bool = True, log=print, mode: str = "recording") -> dict:
+                   progress: bool = True, log=print, mode: str = "recording", engine: str | None = None,
+                   jobs: int = 1, work: str | Path | None = None) -> dict:
     """Run and score every case; returns the JSON-ready report (per video and pooled, and
     the recall of true micro-expressions by amplitude band). The generator's ground truth
-    is judged micro or macro under the spotter's rule (``spotter["rule"]``, default megc)."""
+    is judged micro or macro under the spotter's rule (``spotter["rule"]``, default megc).
+
+    The videos go through the batch runner (run_videos: realtime.batch, as ``python -m
+    realtime.batch`` runs a study): ``jobs`` worker processes (1: in this process, with
+    ``recognizer``), ``work`` its output folder (each video's event log, signal and
+    result; a later evaluation there reuses unchanged runs). ``engine``: the recogniser's
+    spec (needed with ``jobs`` > 1, where each worker loads it)."""
     from realtime.scoring import match_intervals
     from realtime.spotter import SpotterConfig
 
     rule = (spotter or {}).get("rule", SpotterConfig.rule)
     pooled: dict[str, list[SpotScore]] = {k: [] for k in SCORE_KINDS}
     videos = []
-    for case in cases:
-        run = spot_video(case.path, fps or case.fps, recognizer, tracker, spotter, motion, progress, mode)
+    spec = engine if engine is not None else ("preloaded" if recognizer is not None else "none")
+    settings = recording_settings(tracker, spotter, motion, mode, spec)
+    runs = run_videos([(case.name, case.path, fps or case.fps) for case in cases], settings, work,
+                      recognizer=recognizer, jobs=jobs, progress=progress)
+    for case, run in zip(cases, runs):
         truth = relabel_truth(case.truth, run.fps, rule) if case.layout == "synth" else case.truth
         kinds = sorted({t.kind for t in truth if t.kind})
         entry = {"video": case.name, "layout": case.layout, "fps": run.fps, "frames": run.frames,
@@ -751,6 +824,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "open_ratio=5: for tuning on the generator's TRAINING identities, never on test clips")
     ap.add_argument("--plot", metavar="PNG", help="write the sensitivity curve (recall by amplitude band) here")
     ap.add_argument("--limit", type=int, default=None, help="evaluate only the first N videos")
+    ap.add_argument("--jobs", type=int, default=1, metavar="N",
+                    help="videos in N worker processes (the batch runner, realtime.batch; default 1: in this process)")
+    ap.add_argument("--work", metavar="DIR",
+                    help="keep each video's event log, signal and result here (the batch runner's output folder; a "
+                         "later evaluation with the same settings reuses them); default: a temporary folder")
     ap.add_argument("--out", help="write the JSON report here")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
@@ -759,6 +837,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"--fps must be a positive frame rate, got {args.fps}")
     if not 0 < args.iou <= 1:
         ap.error(f"--iou must be in (0, 1], got {args.iou}")
+    if args.jobs < 1:
+        ap.error(f"--jobs must be at least 1, got {args.jobs}")
     try:
         cases, notes = find_cases(args.dir, args.layout, args.annotations)
     except AnnotationError as e:
@@ -776,6 +856,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"{len(cases)} video(s), layout {notes['layout']}, engine "
           f"{getattr(recognizer, 'name', None) or 'none'}, tracker {args.tracker}, IoU >= {args.iou}")
+    from realtime.batch import BatchError, EngineLoadError
     from realtime.sources import SourceError
 
     try:
@@ -791,8 +872,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"== mode {mode}")
             reports[mode] = evaluate_cases(cases, fps=args.fps, recognizer=recognizer, tracker=args.tracker,
                                            iou=args.iou, spotter=overrides, progress=not args.quiet,
-                                           mode=mode)
-    except SourceError as e:
+                                           mode=mode, engine=args.engine if recognizer is not None else "none",
+                                           jobs=args.jobs,
+                                           work=None if args.work is None else Path(args.work) / mode)
+    except (SourceError, BatchError, EngineLoadError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:

@@ -1,7 +1,7 @@
 """The overlay drawn on each displayed/recorded frame (REALTIME.md, "sinks").
 
 It shows what a person watching needs: the face box and which face is tracked, the
-motion signal of the last few seconds against the spotter's threshold (with the spotted
+spotter's score of the last few seconds (motion in multiples of the calm level) against its threshold (with the spotted
 intervals shaded), the latest event's label, confidence and decision latency, the
 achieved frame rate, and plain messages for "no face" / "2 faces: tracking #1" /
 "calibrating". cv2 drawing only (about 1 ms at 640x480).
@@ -42,7 +42,7 @@ class OverlayView:
     message: str | None = None                # e.g. "no face", "face too small"
     landmarks: np.ndarray | None = None       # (68, 2) image pixels; only the 5 alignment points are drawn
     signal_t: np.ndarray = field(default_factory=lambda: np.zeros(0))       # (K,) seconds
-    signal_value: np.ndarray = field(default_factory=lambda: np.zeros(0))   # (K,) motion value, nan = no face
+    signal_value: np.ndarray = field(default_factory=lambda: np.zeros(0))   # (K,) spotter score, nan = no face
     threshold: float | None = None
     window_s: float = 4.0
     intervals: list[tuple[float, float, str]] = field(default_factory=list)  # (onset_t, offset_t, kind)
@@ -110,7 +110,7 @@ def draw_overlay(image: np.ndarray, view: OverlayView) -> np.ndarray:
     elif view.message:
         lines.append((view.message, AMBER))
     if view.found and view.calibrating:
-        lines.append(("calibrating: keep a neutral face", AMBER))
+        lines.append(("learning this face's calm level", AMBER))
     if view.in_event:
         lines.append(("motion event...", AMBER))
     if lines:  # on a dark panel: red or amber text must read on any background
@@ -171,8 +171,10 @@ def _draw_curve(img: np.ndarray, view: OverlayView, s: float, lw: int) -> None:
     keep = tv >= t_start
     tv, vv = tv[keep], vv[keep]
     finite = vv[np.isfinite(vv)]
-    top = max(float(finite.max()) if finite.size else 0.0,
-              (view.threshold or 0.0) * 1.6, 1e-6)
+    top = max(float(finite.max()) if finite.size else 0.0, (view.threshold or 0.0) * 1.6, 1e-6)
+    if view.threshold:                 # a broad smile scores 50x calm: keep the threshold readable
+        top = min(top, 4.0 * view.threshold)
+        vv = np.minimum(vv, top)
     def ys(v):
         return y1 - int(4 * s) - np.asarray(v) / top * (ph - int(18 * s))
 

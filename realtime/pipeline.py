@@ -65,7 +65,7 @@ shape; the per-frame path saves about a millisecond.
 Faces: no face -> the spotter is not fed and the overlay says "no face". A face missing
 for more than ``loss_reset_s`` restarts the motion signal and drops the spotter's open
 event (``faults["event_aborted"]`` if it was already announced) but keeps the
-calibration; a different subject (new ``face_id``) re-calibrates. Two or more faces: the
+noise model (the person's calm level); a different subject (new ``face_id``) starts a new one. Two or more faces: the
 tracker follows one subject; ``n_faces`` and ``face_id`` say which, in the overlay
 ("2 faces: tracking #0") and in every event.
 
@@ -556,7 +556,7 @@ class Pipeline:
 
     # -- controls ------------------------------------------------------------------------
     def recalibrate(self) -> None:
-        """Start the spotter's neutral calibration again (key "c" in the window)."""
+        """The spotter learns the face's calm level again (key "c" in the window)."""
         self._abort_open("recalibration")
         self.motion.reset()
         self.smoother.unfreeze()

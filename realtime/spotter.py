@@ -54,12 +54,12 @@ apex and settles at the offset. Per event, in score units:
                       moving brightness edge reads as optical flow);
              "busy"   a micro-length event in a part of the face that was already moving
                       (FACE_PARTS: upper = brows, lower = nose + mouth): in the part that
-                      moved most, that part's median score over the ``context_ms`` before
-                      its onset was above ``still_context`` and the event's peak is under
-                      ``prominence`` times it, or another
+                      moved most, the median score over the ``context_ms`` before its onset
+                      was above ``still_context``, or another
                       event led by the same part ended less than ``isolation_ms`` before
-                      its onset or starts less than that after its offset (of any part:
-                      less than ``coincide_ms``). Speech is a train of such lower-face
+                      its onset, or the same part moves again (over ``open_ratio``) in an
+                      event starting less than that after its offset; or any event ends or
+                      starts less than ``coincide_ms`` from it. Speech is a train of such lower-face
                       bursts, often opened by a brow raise; a micro-expression rises from a
                       still part and leaves it still (a brow ME in a pause of speech is
                       kept). Long events in a busy face stay (macro).
@@ -123,8 +123,8 @@ class SpotterConfig:
     head_ratio: float = 1.5           # head motion score rise > head_ratio * expression rise -> head
     light_ratio: float = 1.5          # lighting change score rise > light_ratio * expression rise -> light
     context_ms: float = 600.0         # look-back before an onset for the "busy" test
-    prominence: float = 3.5           # a micro-length event must peak this many times over that look-back ...
-    still_context: float = 1.5        # ... unless the look-back was still (its median score at most this)
+    still_context: float = 1.5        # a micro-expression's part of the face was still before it: the
+                                      # look-back's median score at most this
     isolation_ms: float = 400.0       # ... and no other event of the same part may end or start this close to it
     coincide_ms: float = 250.0        # ... nor one of another part this close (one gesture of the whole face)
     history_ms: float = 400.0         # look-back for the onset (> longest ME onset, 250 ms)
@@ -312,9 +312,9 @@ class _Event:
     light: list[float]                 # lighting change's score
     onset: int                         # index into the lists
     peak: int                          # index of the running maximum
-    rvalues: list = field(default_factory=list)        # per frame: each region's score
-    context: np.ndarray | None = None  # per region: median score in the look-back before the onset (>= 1)
-    last_end: np.ndarray | None = None  # per region: when the last event led by it ended, at the onset
+    rvalues: list = field(default_factory=list)        # per frame: each part's score (FACE_PARTS)
+    context: np.ndarray | None = None  # per part: median score in the look-back before the onset (>= 1)
+    last_end: np.ndarray | None = None  # per part: when the last event it led ended, as of the onset
     apex: int | None = None            # index once confirmed
     held: bool = False                 # apex confirmed but not announced (suspect, see _suspect)
     fall_start: int | None = None      # index where the score fell under the offset level
@@ -403,7 +403,7 @@ class OnlineSpotter:
         self._recent: deque[float] = deque(maxlen=self._smooth_n)
         self._event: _Event | None = None
         self._quiet_until = -math.inf
-        # per region: offset time of the last event it led (spikes aside)
+        # per part of the face: offset time of the last event it led (spikes aside)
         self._last_end_t = np.full(len(FACE_PARTS), -math.inf)
         # a micro final awaiting its isolation check: (update, deadline, its part, its offset time)
         self._pending: tuple[SpotUpdate, float, int, float] | None = None
@@ -499,7 +499,8 @@ class OnlineSpotter:
         if self._event is not None:
             self._event.rvalues.append(self._region_scores(row))
             self._event.light.append(light)
-            return self._flush(t) + self._step_event(frame_index, t, x, xs, px, eyes, head, regions)
+            out = self._check_pending() + self._flush(t)
+            return out + self._step_event(frame_index, t, x, xs, px, eyes, head, regions)
         out = self._flush(t)
         if t >= self._quiet_until and x > self.config.open_ratio:
             out += self._open()
@@ -513,17 +514,12 @@ class OnlineSpotter:
         out = []
         past = list(self._past)                  # the context reaches back over earlier events ...
         scores = [self._scores(p[2]) for p in past]
-        regional = np.asarray([self._region_scores(p[2]) for p in past])     # (frames, regions)
+        regional = np.asarray([self._region_scores(p[2]) for p in past])     # (frames, parts)
         after = sum(1 for p in past if p[0] <= self._last_close)
         first = max(after, len(scores) - self.history_frames)   # ... the onset never does
         onset = first + min(find_onset([s[0] for s in scores[first:]], c.onset_ratio), len(scores) - 1 - first)
-        if self._pending is not None and (self._pending[2] == int(np.argmax(regional[-1])) or
-                                          (past[onset][1] - self._pending[3]) * 1000.0 < c.coincide_ms):
-            final = self._pending[0]
-            self._pending = None
-            self.rejected["busy"] += 1
-            log.debug("event %d rejected: busy (the face moves again at once)", final.event_id)
-            out.append(replace(final, stage="rejected"))
+        if self._pending is not None and (past[onset][1] - self._pending[3]) * 1000.0 < c.coincide_ms:
+            out += self._withdraw_pending()
         context = regional[max(0, onset - self._context_frames):onset]
         seg, sc = past[onset:], scores[onset:]
         e = _Event(self._next_id, [p[0] for p in seg], [p[1] for p in seg], [s[0] for s in sc],
@@ -534,7 +530,24 @@ class OnlineSpotter:
         e.peak = int(np.argmax(e.values))
         self._next_id += 1
         self._event = e
-        return out
+        return out + self._check_pending()
+
+    def _check_pending(self) -> list[SpotUpdate]:
+        """The waiting micro-expression's part of the face moves again (over ``open_ratio``)
+        in the event now open, which began within ``isolation_ms`` of its offset: withdrawn."""
+        e, c = self._event, self.config
+        if self._pending is None or e is None or (e.times[e.onset] - self._pending[3]) * 1000.0 >= c.isolation_ms:
+            return []
+        if max(v[self._pending[2]] for v in e.rvalues[e.onset:]) > c.open_ratio:
+            return self._withdraw_pending()
+        return []
+
+    def _withdraw_pending(self) -> list[SpotUpdate]:
+        final = self._pending[0]
+        self._pending = None
+        self.rejected["busy"] += 1
+        log.debug("event %d rejected: busy (the face moves again at once)", final.event_id)
+        return [replace(final, stage="rejected")]
 
     def _suspect(self, e: _Event, upto: int | None = None) -> str | None:
         """Why this event may not be an expression (judged only if it is micro-length)."""
@@ -548,10 +561,8 @@ class OnlineSpotter:
         if max(e.light[e.onset:end]) - 1.0 > c.light_ratio * max(rise, 1e-9):
             return "light"
         r = self._region_of(e, end)
-        peak = max(v[r] for v in e.rvalues[e.onset:end])
         since = (e.times[e.onset] - e.last_end) * 1000.0               # per part
-        moving = e.context[r] > c.still_context and peak < c.prominence * e.context[r]
-        if moving or since[r] < c.isolation_ms or since.min() < c.coincide_ms:
+        if e.context[r] > c.still_context or since[r] < c.isolation_ms or since.min() < c.coincide_ms:
             return "busy"
         return None
 

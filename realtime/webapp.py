@@ -89,7 +89,7 @@ class WebConfig:
     engine: str = "auto"                 # "auto" (demo weights) | checkpoint/engine path | "none"
     device: str = "auto"
     tracker: str = "fast"
-    calibration_s: float | None = None   # neutral calibration at the start of a stream / video
+    calibration_s: float | None = None   # the spotter's warm start at the start of a stream (None: its default)
     # live tab (REALTIME.md "Browser demo facts")
     stream_every: float = 0.05           # s between webcam frames sent (Gradio's default 0.5 is 2 fps)
     live_fps: float = 20.0               # nominal rate of the browser stream (the pipeline's fps)
@@ -174,7 +174,8 @@ def parse_auth(spec: str | None) -> tuple[str, str] | None:
 
 
 def signal_figure(t: np.ndarray, value: np.ndarray, threshold: np.ndarray, events: list[Event], title: str):
-    """Matplotlib figure: motion signal (nan = no face), the spotter's threshold, and each
+    """Matplotlib figure: the spotter's score (motion in multiples of the face's calm level;
+    nan = no face, log scale), its threshold, and each
     spotted interval shaded (micro amber, macro grey) with its label at the apex."""
     from matplotlib.figure import Figure
 
@@ -183,7 +184,7 @@ def signal_figure(t: np.ndarray, value: np.ndarray, threshold: np.ndarray, event
     for e in events:
         colour = "#f0a020" if e.kind == "micro" else "#9a9a9a"
         ax.axvspan(e.onset_t, max(e.offset_t, e.onset_t + 1e-3), color=colour, alpha=0.35, lw=0)
-    ax.plot(t, value, lw=1.0, color="#1f5fa8", label="motion")
+    ax.plot(t, value, lw=1.0, color="#1f5fa8", label="motion score")
     if np.isfinite(threshold).any():
         ax.plot(t, threshold, lw=0.9, ls="--", color="#c03030", label="threshold")
     top = np.nanmax(value) if np.isfinite(value).any() else 1.0
@@ -193,9 +194,10 @@ def signal_figure(t: np.ndarray, value: np.ndarray, threshold: np.ndarray, event
         ax.annotate(text, (e.apex_t, top), xytext=(0, 2), textcoords="offset points", ha="center",
                     va="bottom", fontsize=8, rotation=0, clip_on=False)
     ax.set_xlabel("time (s)")
-    ax.set_ylabel("motion (px of 224 crop)")
+    ax.set_ylabel("motion / calm level")
     ax.set_title(title, fontsize=10)
-    ax.set_ylim(bottom=0, top=top * 1.25 if top > 0 else 1.0)
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=0.3, top=max(top * 1.5, 10.0))
     ax.legend(loc="upper right", fontsize=8)
     ax.grid(alpha=0.25)
     return fig
@@ -247,7 +249,7 @@ class SignalTrace:
 
     def handle(self, r) -> None:
         self.t.append(r.t)
-        self.value.append(np.nan if r.value is None else r.value)
+        self.value.append(np.nan if r.score is None else r.score)
         self.threshold.append(np.nan if r.threshold is None else r.threshold)
 
     def handle_events(self, events) -> None:
