@@ -898,6 +898,12 @@ def _clean_partial(partial: Path) -> None:
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
+def output_lock(out: str | os.PathLike) -> "_Lock":
+    """Hold ``out`` for one batch (a context manager; BatchError when another holds it)."""
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return _Lock(Path(out))
+
+
 class _Lock:
     """One batch at a time per output folder."""
 
@@ -959,12 +965,15 @@ def run_recordings(recordings: list[Recording], settings: RecordingSettings, out
                    jobs: int = 1, ray: bool = False, ray_address: str | None = None, recognizer=None,
                    engine_id: str | None = None, force: bool = False, retry_failed: bool = False,
                    progress: bool = True, verbose: bool = False, log_level: int = logging.ERROR,
-                   manifest: bool = True) -> BatchRun:
+                   manifest: bool = True, lock: bool = True) -> BatchRun:
     """Plan (skip what is done and unchanged), run the rest (in-process with ``jobs`` 1,
     else ``jobs`` processes, or Ray), stream the results into ``out``. Returns the
     BatchRun; raises BatchError / EngineLoadError for unusable settings, KeyboardInterrupt
     (after saving the manifest) when interrupted. ``recognizer``: a loaded one for
-    in-process runs (``engine_id`` names it in the key when settings.engine cannot)."""
+    in-process runs (``engine_id`` names it in the key when settings.engine cannot).
+    ``lock`` False: the caller holds the output folder's lock (``output_lock``)."""
+    import contextlib
+
     from tqdm import tqdm
 
     out = Path(out)
@@ -983,7 +992,7 @@ def run_recordings(recordings: list[Recording], settings: RecordingSettings, out
     cpus = os.cpu_count() or 1
     threads = 1 if ray else max(1, cpus // max(1, jobs))
     run = BatchRun(out, recordings, {})
-    with _Lock(out):
+    with (_Lock(out) if lock else contextlib.nullcontext()):
         _clean_partial(partial)
         todo: list[Job] = []
         for i, rec in enumerate(recordings):
@@ -1492,17 +1501,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         + ("Ray " + (args.ray_address or "local runtime") if use_ray else f"{args.jobs} process(es)"))
     level = getattr(logging, args.log_level)
     command = "python -m realtime.batch " + " ".join(sys.argv[1:] if argv is None else list(argv))
+    if out.exists() and not out.is_dir():
+        return _fail(f"--out {out}: is a file; give a folder (it is created if missing)")
     try:
-        run = run_recordings(recordings, settings, out, jobs=args.jobs, ray=use_ray, ray_address=args.ray_address,
-                             force=args.force, retry_failed=args.retry_failed, progress=not args.quiet,
-                             verbose=args.verbose, log_level=level)
+        with output_lock(out):
+            run = run_recordings(recordings, settings, out, jobs=args.jobs, ray=use_ray,
+                                 ray_address=args.ray_address, force=args.force, retry_failed=args.retry_failed,
+                                 progress=not args.quiet, verbose=args.verbose, log_level=level, lock=False)
+            paths = write_outputs(run, settings, exports=exports, report=args.report, command=command)
     except (BatchError, EngineLoadError) as e:
         return _fail(str(e))
+    except OSError as e:
+        return _fail(f"--out {out}: {e}; choose a writable folder")
     except KeyboardInterrupt:
         print(f"interrupted: the finished recordings are kept (manifest: {out / 'manifest.csv'}); run the same "
               "command again to finish the rest", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
-    paths = write_outputs(run, settings, exports=exports, report=args.report, command=command)
     summary = json.loads(paths["batch.json"].read_text())
     print_summary(run, summary, paths)
     return EXIT_FAILED if summary["recordings"]["failed"] else EXIT_OK

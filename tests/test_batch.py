@@ -61,7 +61,7 @@ def processes_run(study, tmp_path_factory):
 
 # ----------------------------------------------------------------------------- inputs
 
-def test_manifest_folder_glob_and_bad_inputs(study, tmp_path):
+def test_manifest_folder_glob_and_bad_inputs(study, tmp_path, capsys):
     recs = batch.read_manifest(study / "study.csv")
     assert [r.rid for r in recs] == ["clips/s1_a.avi", "clips/s2_b.avi", "clips/broken.avi", "clips/cut.avi"]
     assert (recs[0].subject, recs[0].session, recs[0].fps) == ("s1", "pre", 30.0)
@@ -106,6 +106,12 @@ def test_manifest_folder_glob_and_bad_inputs(study, tmp_path):
     assert batch.main([str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert batch.main([str(study / "study.csv")]) == 2                       # no --out
     assert batch.main([str(study / "study.csv"), "--out", str(tmp_path / "o"), "--engine", "x.onnx"]) == 2
+    # one batch at a time per output folder
+    with batch.output_lock(tmp_path / "busy"):
+        capsys.readouterr()
+        assert batch.main([str(study / "study.csv"), "--out", str(tmp_path / "busy"), "--engine", "none"]) == 2
+        assert "another batch" in capsys.readouterr().err
+    assert not (tmp_path / "busy" / "recordings").exists()
 
 
 # ----------------------------------------------------------------------------- a batch
