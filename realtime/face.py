@@ -489,6 +489,19 @@ def _nms(dets: list[BlazeFaceDetection], iou: float) -> list[BlazeFaceDetection]
 
 log = logging.getLogger(__name__)
 
+
+def aligned(a: np.ndarray, alignment: int = 64) -> np.ndarray:
+    """``a`` as a C-contiguous array whose data starts on an ``alignment``-byte boundary
+    (a copy only when it does not already). LiteRT copies, and warns on fd 2 about, any
+    input that is not so aligned ("Input tensor memory is not aligned ...")."""
+    if a.flags.c_contiguous and a.ctypes.data % alignment == 0:
+        return a
+    buf = np.empty(a.nbytes + alignment, np.uint8)
+    start = (-buf.ctypes.data) % alignment
+    out = buf[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
 # What MediaPipe, LiteRT, TFLite and absl/glog print on their own while a model is created,
 # first run and destroyed: "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
 # "INFO: [environment.cc:36] ...", "WARNING: Logging before InitGoogle() ...",
@@ -598,7 +611,7 @@ class MediaPipeDetector:
 
     def _run(self, rgb: np.ndarray, x0: int = 0, y0: int = 0) -> list[BlazeFaceDetection]:
         h, w = rgb.shape[:2]
-        image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+        image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=aligned(rgb))
         if self._first_run:   # the first inference logs a warning of its own on fd 2
             with native_log_filter():
                 result = self._det.detect(image)

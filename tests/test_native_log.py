@@ -47,3 +47,15 @@ def test_fd2_is_restored_after_an_exception(capfd, caplog):
         pass
     os.write(2, b"after\n")
     assert capfd.readouterr().err == "ERROR: kept\nafter\n"
+
+
+def test_detector_input_is_copied_to_an_aligned_buffer_only_when_needed():
+    import numpy as np
+
+    from realtime.face import aligned
+
+    raw = np.zeros(64 * 64 * 3 + 1, np.uint8)[1:].reshape(64, 64, 3)    # data one byte off
+    raw[...] = np.arange(raw.size, dtype=np.uint8).reshape(raw.shape)
+    out = aligned(raw)
+    assert out.ctypes.data % 64 == 0 and out.flags.c_contiguous and np.array_equal(out, raw)
+    assert aligned(out) is out                                             # already aligned: no copy
