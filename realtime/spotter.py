@@ -55,7 +55,9 @@ apex and settles at the offset. Per event, in score units:
              "busy"   a micro-length event in a part of the face that was already moving
                       (FACE_PARTS: upper = brows, lower = nose + mouth): in the part that
                       moved most, the median score over the ``context_ms`` before its onset
-                      was above ``still_context``, or another
+                      was above ``still_context`` (judged once the noise model holds
+                      ``settled_s`` of signal, or a recording's look-ahead: a calm level from
+                      half a second of camera is too rough to call a face moving), or another
                       event led by the same part ended less than ``isolation_ms`` before
                       its onset, or the same part moves again (over ``open_ratio``) in an
                       event starting less than that after its offset; or any event ends or
@@ -124,7 +126,8 @@ class SpotterConfig:
     light_ratio: float = 1.5          # lighting change score rise > light_ratio * expression rise -> light
     context_ms: float = 600.0         # look-back before an onset for the "busy" test
     still_context: float = 1.5        # a micro-expression's part of the face was still before it: the
-                                      # look-back's median score at most this
+                                      # look-back's median score at most this ...
+    settled_s: float = 2.0            # ... judged once the noise model holds this much signal (or a look-ahead)
     isolation_ms: float = 400.0       # ... and no other event of the same part may end or start this close to it
     coincide_ms: float = 250.0        # ... nor one of another part this close (one gesture of the whole face)
     history_ms: float = 400.0         # look-back for the onset (> longest ME onset, 250 ms)
@@ -315,6 +318,7 @@ class _Event:
     rvalues: list = field(default_factory=list)        # per frame: each part's score (FACE_PARTS)
     context: np.ndarray | None = None  # per part: median score in the look-back before the onset (>= 1)
     last_end: np.ndarray | None = None  # per part: when the last event it led ended, as of the onset
+    settled: bool = True               # the noise model had enough signal to tell still from moving
     apex: int | None = None            # index once confirmed
     held: bool = False                 # apex confirmed but not announced (suspect, see _suspect)
     fall_start: int | None = None      # index where the score fell under the offset level
@@ -353,6 +357,7 @@ class OnlineSpotter:
         self.regions = tuple(SPOT_REGIONS)
         self.history_frames = frames_for(c.history_ms, self.fps, 2)
         self._context_frames = frames_for(c.context_ms, self.fps, 1)
+        self._settled_frames = frames_for(c.settled_s * 1000.0, self.fps, 1)
         self._smooth_n = frames_for(c.smooth_ms, self.fps)
         self._calib_frames = frames_for(c.calibration_s * 1000.0, self.fps, 3)
         self._next_id = 0
@@ -526,7 +531,8 @@ class OnlineSpotter:
                    [p[3] for p in seg], [s[1] for s in sc], [s[2] for s in sc], [p[4] for p in seg],
                    [s[3] for s in sc], onset=0, peak=0, rvalues=list(regional[onset:]),
                    context=np.maximum(1.0, np.median(context, axis=0)) if len(context) else
-                   np.ones(len(FACE_PARTS)), last_end=self._last_end_t.copy())
+                   np.ones(len(FACE_PARTS)), last_end=self._last_end_t.copy(),
+                   settled=self.noise.warmed or len(self.noise) >= self._settled_frames)
         e.peak = int(np.argmax(e.values))
         self._next_id += 1
         self._event = e
@@ -562,7 +568,8 @@ class OnlineSpotter:
             return "light"
         r = self._region_of(e, end)
         since = (e.times[e.onset] - e.last_end) * 1000.0               # per part
-        if e.context[r] > c.still_context or since[r] < c.isolation_ms or since.min() < c.coincide_ms:
+        moving = e.settled and e.context[r] > c.still_context
+        if moving or since[r] < c.isolation_ms or since.min() < c.coincide_ms:
             return "busy"
         return None
 
