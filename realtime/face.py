@@ -603,7 +603,7 @@ class MediaPipeDetector:
             except Exception as e:  # the Tasks API raises RuntimeError/ValueError variants
                 raise FaceModelError(f"{path}: could not load as a MediaPipe face detector ({e}); "
                                      f"restore {BLAZEFACE_MODEL} (see realtime/assets/MODELS.md)") from None
-        self._first_run = True
+        self._seen_sizes: set[tuple[int, int]] = set()
         self._finalizer = weakref.finalize(self, _close_task, self._det)
         self._mp = mp
         self.min_confidence = float(min_confidence)
@@ -612,10 +612,10 @@ class MediaPipeDetector:
     def _run(self, rgb: np.ndarray, x0: int = 0, y0: int = 0) -> list[BlazeFaceDetection]:
         h, w = rgb.shape[:2]
         image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=aligned(rgb))
-        if self._first_run:   # the first inference logs a warning of its own on fd 2
+        if (w, h) not in self._seen_sizes:   # the first inference at a size may warn on fd 2
             with native_log_filter():
                 result = self._det.detect(image)
-            self._first_run = False
+            self._seen_sizes.add((w, h))
         else:
             result = self._det.detect(image)
         out = []
