@@ -736,8 +736,9 @@ class WebApp:
             if n == 0:
                 raise UploadRefused(f"no frame of {name or video.name} could be decoded; check that it plays "
                                     "elsewhere, or re-encode it (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4)")
+            late = pipe.close(wait=True)       # once: the events finalised at the end go to every sink
             for s in sinks:
-                s.handle_events(pipe.close(wait=True))
+                s.handle_events(late)
             summary = pipe.summary(source)
         finally:
             for s in sinks:
