@@ -9,7 +9,8 @@ builds the list it needs and feeds each frame's result to all of them:
     for frame in src:
         r = pipeline.process(frame)
         for s in sinks: s.handle(r)
-    for s in sinks: s.handle_events(pipeline.close())   # events finalised at the end
+    late = pipeline.close()                             # events finalised at the end: once,
+    for s in sinks: s.handle_events(late)               # then to every sink
     for s in sinks: s.close()
 
 Tables (py-feat style: stable column names, one row per frame or per event):
