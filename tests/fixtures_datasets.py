@@ -1,6 +1,6 @@
 """Small fixture trees that mimic each release's layout (DATASETS.md), built at test time.
 
-Frames are cut from the bundled real face clip (realtime/assets/single_face.mp4):
+Frames are cut from the bundled real face clip (core/assets/single_face.mp4):
 detectors find no face in drawn images. Spreadsheets are generated with the releases'
 real column names and include the awkward rows the loaders must report: a missing apex
 ("/" or -1), a notes block above the SAMM header, a missing frame file, an unknown label
@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from realtime import assets
+from core import assets
 
 
 @dataclass
@@ -249,7 +249,7 @@ def make_folder(root: Path, *, numbered: bool = True, no_face: bool = False, n_f
 
     numbered: frame_0001.jpg.. (onset etc. are file numbers, from 1) or framea.jpg..
     (onset etc. are 0-based positions). no_face: add carol/noface whose frames come from
-    realtime/assets/no_face.mp4 (its onset has no face)."""
+    core/assets/no_face.mp4 (its onset has no face)."""
     root = Path(root)
     first = 1 if numbered else 0
     name = (lambda n: f"frame_{n:04d}.jpg") if numbered else (lambda n: f"frame{chr(97 + n)}.jpg")

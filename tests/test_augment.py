@@ -13,20 +13,26 @@ def rand01(*shape, seed=0):
     return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
 
 
-def test_view_params_draw_two_of_three_in_range():
+def test_view_params_one_operation_per_view_by_default():
+    """The paper: each augmented view applies ONE operation type, drawn at random."""
     rng = np.random.default_rng(0)
     seen = set()
     for _ in range(200):
         p = augment.sample_view_params(rng)
-        assert len(p.ops) == 2 and set(p.ops) <= set(augment.VIEW_OPS)
+        assert len(p.ops) == 1 and set(p.ops) <= set(augment.VIEW_OPS)
         assert augment.CONTRAST_RANGE[0] <= p.contrast <= augment.CONTRAST_RANGE[1]
         assert augment.NOISE_STD_RANGE[0] <= p.noise_std <= augment.NOISE_STD_RANGE[1]
         seen.add(p.ops)
-    assert seen == {("contrast", "grey"), ("contrast", "noise"), ("grey", "noise")}
+    assert seen == {("contrast",), ("grey",), ("noise",)}
     assert augment.sample_view_params(7) == augment.sample_view_params(7)
+    # the older variant (--view-ops 2): two of the three at once
+    pairs = {augment.sample_view_params(rng, ops_per_view=2).ops for _ in range(200)}
+    assert pairs == {("contrast", "grey"), ("contrast", "noise"), ("grey", "noise")}
+    with pytest.raises(ValueError, match="ops_per_view"):
+        augment.sample_view_params(rng, ops_per_view=4)
 
 
-@pytest.mark.parametrize("ops", [("contrast", "grey"), ("contrast", "noise"), ("grey", "noise")])
+@pytest.mark.parametrize("ops", [("contrast",), ("grey",), ("noise",), ("contrast", "grey"), ("grey", "noise")])
 def test_same_parameters_on_onset_and_apex_add_no_motion(ops):
     x = rand01(2, 3, 32, 32)
     p = ViewParams(ops=ops, contrast=1.5, noise_std=0.05, noise_seed=3)
@@ -65,17 +71,26 @@ def test_expansion_sets_layout():
     assert torch.equal(vo, vo2) and torch.equal(va, va2)  # reproducible from the seed
 
 
-def test_expansion_views_uint8_form():
-    rng = np.random.default_rng(0)
-    onset = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
-    views = augment.expansion_views(onset, onset.copy(), 3, np.random.default_rng(5))
-    assert len(views) == 3
-    assert views[0][0] is onset
-    for o, a in views:
-        assert o.dtype == np.uint8 and o.shape == (40, 40, 3)
-        np.testing.assert_array_equal(o, a)  # same parameters on both frames
-    with pytest.raises(ValueError, match="uint8"):
-        augment.expansion_views(onset.astype(np.float32), onset, 3, 0)
+def test_batched_views_match_one_pair_at_a_time_without_quantisation():
+    """expand_views works on the whole batch (one call per view) and gives each set exactly
+    what apply_view_pair gives it alone; the result stays float (no uint8 round trip)."""
+    onset, apex = rand01(4, 3, 20, 20, seed=7), rand01(4, 3, 20, 20, seed=8)
+    rngs = [np.random.default_rng([3, i]) for i in range(4)]
+    vb = augment.draw_view_batch(rngs, m=3)
+    assert tuple(vb.ops.shape) == (4, 2, 3) and bool((vb.ops.sum(-1) == 1).all())
+    vo, va = augment.expand_views(onset, apex, vb)
+    assert tuple(vo.shape) == (4, 3, 3, 20, 20)
+    again = [np.random.default_rng([3, i]) for i in range(4)]
+    for b in range(4):
+        for j in (1, 2):
+            p = augment.sample_view_params(again[b])
+            o, a = augment.apply_view_pair(onset[b:b + 1], apex[b:b + 1], p)
+            torch.testing.assert_close(vo[b, j], o[0], rtol=0, atol=1e-6)
+            torch.testing.assert_close(va[b, j], a[0], rtol=0, atol=1e-6)
+    steps = vo[:, 1:] * 255
+    assert float((steps - steps.round()).abs().max()) > 1e-3  # not quantised to 1/255
+    with pytest.raises(ValueError, match="view parameter rows"):
+        augment.expand_views(onset[:2], apex[:2], vb)
 
 
 def test_mirror_and_rotation_geometry():
@@ -103,28 +118,20 @@ def test_finetune_transform_same_on_both_frames():
     assert all(-10.0 <= q.angle <= 10.0 for q in ps)
     assert min(q.angle for q in ps) < -9 and max(q.angle for q in ps) > 9
     assert 0.35 < np.mean([q.mirror for q in ps]) < 0.65
-    u8 = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    ou, au = augment.finetune_augment(u8, u8.copy(), np.random.default_rng(2))
-    assert ou.dtype == np.uint8 and ou.shape == (32, 32, 3)
-    np.testing.assert_array_equal(ou, au)
 
 
-def test_tenfold_expansion_is_deterministic():
-    plan = augment.expansion_plan(4, repeats=10, seed=3)
-    assert len(plan) == 40
-    assert [k for k, _ in plan[:4]] == [0, 1, 2, 3] and all(p is None for _, p in plan[:4])
-    assert all(p is not None for _, p in plan[4:])
-    assert sorted(k for k, _ in plan) == sorted(list(range(4)) * 10)
-    assert plan == augment.expansion_plan(4, repeats=10, seed=3)
-    assert plan != augment.expansion_plan(4, repeats=10, seed=4)
-    onset, apex = rand01(4, 3, 16, 16, seed=5), rand01(4, 3, 16, 16, seed=6)
-    labels = torch.tensor([0, 1, 2, 1])
-    o, a, y = augment.expand_pairs(onset, apex, labels, repeats=10, seed=3)
-    assert tuple(o.shape) == (40, 3, 16, 16) and tuple(a.shape) == (40, 3, 16, 16)
-    assert y.tolist() == labels.tolist() * 10
-    assert torch.equal(o[:4], onset) and torch.equal(a[:4], apex)
-    o2, a2, _ = augment.expand_pairs(onset, apex, labels, repeats=10, seed=3)
-    assert torch.equal(o, o2) and torch.equal(a, a2)
-    k, p = plan[13]
-    want_o, _ = augment.finetune_transform(onset[k:k + 1], apex[k:k + 1], p)
-    torch.testing.assert_close(o[13:14], want_o)
+def test_finetune_batch_per_item_transforms():
+    """One batched call: each item gets its own mirror / angle (the same on onset and apex),
+    an item with neither comes back bit for bit."""
+    onset, apex = rand01(3, 3, 40, 40, seed=5), rand01(3, 3, 40, 40, seed=6)
+    flips, angles = augment.draw_finetune_batch([None, np.random.default_rng(1), np.random.default_rng(2)])
+    assert not flips[0] and angles[0] == 0.0 and angles[1] != 0.0
+    o, a = augment.finetune_batch(onset, apex, flips, angles)
+    assert torch.equal(o[0], onset[0]) and torch.equal(a[0], apex[0])
+    for b in (1, 2):
+        p = FinetuneParams(bool(flips[b]), float(angles[b]))
+        want_o, want_a = augment.finetune_transform(onset[b:b + 1], apex[b:b + 1], p)
+        torch.testing.assert_close(o[b:b + 1], want_o, rtol=0, atol=1e-6)
+        torch.testing.assert_close(a[b:b + 1], want_a, rtol=0, atol=1e-6)
+    same = augment.finetune_batch(onset[:1], onset[:1].clone(), torch.tensor([True]), torch.tensor([4.0]))
+    assert torch.equal(same[0], same[1])  # no motion added

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import fixtures_datasets as fx
-from realtime.face import warp_face
+from core.face import warp_face
 from train import cache as C
 from train.datasets import load_dataset
 
@@ -38,7 +38,9 @@ def test_build_writes_index_pngs_meta_and_failures(built):
             img = cv2.imread(str(out / rel))
             assert img.shape == (224, 224, 3) and not rel.startswith("/")
     macro = df[df.kind == "macro"].iloc[0]
-    assert (macro.onset_frame, macro.apex_frame) == (1, 6)             # pseudo-apex: 5th frame after onset
+    # pseudo-apex: the 5th frame counting the onset (frame 1) as the 1st, i.e. onset + 4
+    assert (macro.onset_frame, macro.apex_frame) == (1, 5)
+    assert macro.apex_path.endswith("apex_5.png")
     micro = df[(df.subject == "custom/alice") & (df["sample"] == "clip1")].iloc[0]
     assert (micro.onset_frame, micro.apex_frame, micro.raw_label) == (1, 4, "negative")
     meta = C.read_meta(out)
@@ -102,6 +104,18 @@ def test_resume_recrops_a_lost_png_and_key_change_needs_rebuild(built, tmp_path)
     assert df.loc[(edited[i].subject, edited[i].sample), "apex_frame"] == 5
     assert df.loc[(edited[i + 1].subject, edited[i + 1].sample), "raw_label"] == "surprise"
     assert len(list(copy.rglob("*.png"))) == 8
+
+    # The pseudo-apex step is used, not only hashed: another step is another key, and with
+    # --rebuild the macro sample's apex crop is the frame that many frames after the onset.
+    step2 = C.CacheSettings(pseudo_apex_step=2)
+    assert step2.key != C.CacheSettings().key and C.CacheSettings().pseudo_apex_step == 4
+    with pytest.raises(C.CacheKeyError, match="pseudo_apex_step"):
+        C.build_cache(samples, copy, settings=step2, progress=False)
+    macro_only = [s for s in samples if s.kind == "macro"]
+    other_dir = tmp_path / "step2"
+    C.build_cache(macro_only, other_dir, settings=step2, workers=1, progress=False)
+    row = C.read_cache(other_dir).iloc[0]
+    assert (row.onset_frame, row.apex_frame) == (1, 3) and C.read_meta(other_dir)["settings"]["pseudo_apex_step"] == 2
 
     other = C.CacheSettings(upsample=0)
     assert other.key != C.CacheSettings().key

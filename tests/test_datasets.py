@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import fixtures_datasets as fx
-from realtime.face import ensure_bgr
+from core.face import ensure_bgr
 from train import datasets as D
 from train.datasets import DatasetError, load_dataset
 
@@ -164,7 +164,9 @@ def test_casme3_micro_macro_and_pseudo_apex(trees):
     names = {(s.subject, s.sample, s.kind): s for s in samples}
     assert ("casme3/spNO.1", "a_2", "micro") in names and ("casme3/spNO.1", "a_12", "micro") in names
     m = names[("casme3/spNO.1", "a_0", "macro")]
-    assert m.pair == (0, 5) and m.frames_dir.name == "color" and m.frame_path(5).name == "5.jpg"
+    # the paper's pseudo-apex: the 5th frame counting the onset as the 1st (onset + 4)
+    assert m.pair == (0, 4) and m.frames_dir.name == "color" and m.frame_path(4).name == "4.jpg"
+    assert m.training_pair(5) == (0, 5) and m.training_pair(2) == (0, 2)
     assert names[("casme3/spNO.3", "c_15", "macro")].pair == (15, 18)        # capped at the offset
     grumpy = names[("casme3/spNO.3", "c_2", "macro")]
     assert grumpy.label is None and grumpy.raw_label == "grumpy"
@@ -215,7 +217,7 @@ def test_folder_numbers_blank_apex_and_macro(trees):
     assert a2.apex == 4 and a2.apex_imputed
     assert problem_at(report, fix.rows["blank_apex"], "apex").severity == "note"
     mac = s[("custom/bob", "clip2")]
-    assert mac.kind == "macro" and mac.pair == (1, 6)
+    assert mac.kind == "macro" and mac.pair == (1, 5)          # onset 1 + 4: the 5th frame from the onset
     assert any("numbers in the file names" in n for n in report.notes)
 
 
@@ -251,9 +253,13 @@ def test_parse_frame_number_rejects(cell):
 def test_middle_and_pseudo_apex():
     assert D.middle_frame(range(100, 110), 100, 109) == 104
     assert D.middle_frame([10, 12, 20], 10, 20) == 12
-    assert D.pseudo_apex_frame(list(range(30)), 3, 20) == 8
+    assert D.PSEUDO_APEX_STEP == 4                                      # frames 3,4,5,6,7: 7 is the 5th
+    assert D.pseudo_apex_frame(list(range(30)), 3, 20) == 7
     assert D.pseudo_apex_frame(list(range(30)), 15, 18) == 18
-    assert D.pseudo_apex_frame([0, 2, 4, 6, 8, 10, 12], 2, 12) == 12     # 5th frame on disk, not number + 5
+    assert D.pseudo_apex_frame([0, 2, 4, 6, 8, 10, 12], 2, 12) == 10     # 5th frame on disk, not number + 4
+    assert D.pseudo_apex_frame(list(range(30)), 3, 20, step=5) == 8
+    with pytest.raises(ValueError, match="step"):
+        D.pseudo_apex_frame(list(range(30)), 3, 20, step=0)
     assert D.trailing_number("006_05562.jpg") == 5562 and D.trailing_number("reg_img46.jpg") == 46
 
 
@@ -281,3 +287,12 @@ def test_cli_prints_report(trees, capsys):
     assert D.main(["--dataset", "samm", "--root", str(trees["samm"].root)]) == 0
     out = capsys.readouterr().out
     assert "samm/006" in out and "row 21, column 'Apex Frame'" in out
+
+
+def test_synthetic_macro_pseudo_apex_matches_the_loaders():
+    """train.synth renders its macro pairs at the same pseudo-apex as the loaders: onset + 4 frames at 30 fps."""
+    from train.synth.config import SynthConfig
+
+    cfg = SynthConfig()
+    assert cfg.macro_pseudo_apex_frames == D.PSEUDO_APEX_STEP == 4
+    assert cfg.macro_pseudo_apex_s == pytest.approx(4 / 30)

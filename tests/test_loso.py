@@ -32,8 +32,72 @@ def read_pred(run: Path) -> pd.DataFrame:
     return pd.read_csv(run / "predictions.csv").sort_values(["subject", "sample"]).reset_index(drop=True)
 
 
+def casme3_cache(root: Path, subjects: int = 2) -> Path:
+    """A toy cache whose rows are CAS(ME)^3's (2 micro + 1 macro per subject; pre-training only)."""
+    write_toy_cache(root, {"synth": subjects}, per_subject=2, macro_per_subject=1)
+    index = pd.read_csv(root / "index.csv", dtype=str)
+    index["dataset"] = "casme3"
+    index["subject"] = index["subject"].str.replace("synth/", "casme3/")
+    index.to_csv(root / "index.csv", index=False)
+    return root
+
+
 # ---------------------------------------------------------------------------------------
 # small pure helpers
+
+
+def test_pretrain_data_resolution():
+    assert loso.resolve_pretrain_data("paper", ["casme2", "casme3", "samm", "smic"]) == (
+        ["casme2", "casme3"], "the paper's set: CASME II + CAS(ME)^3 part A")
+    got, note = loso.resolve_pretrain_data("paper", ["casme2", "samm", "smic"])
+    assert got == ["casme2"] and "casme3 is not among the caches" in note and "--pretrain-cache" in note
+    got, note = loso.resolve_pretrain_data("paper", ["synth"])
+    assert got == ["synth"] and "every dataset of the given caches" in note
+    assert loso.resolve_pretrain_data("all", ["smic", "casme2"])[0] == ["casme2", "smic"]
+    assert loso.resolve_pretrain_data("casme2,samm", ["casme2", "samm", "smic"])[0] == ["casme2", "samm"]
+    with pytest.raises(ValueError, match="casme9 not among"):
+        loso.resolve_pretrain_data("casme2,casme9", ["casme2"])
+    assert loso.parse_kinds("macro,micro") == ("micro", "macro") and loso.parse_kinds("micro") == ("micro",)
+    with pytest.raises(ValueError, match="--kinds"):
+        loso.parse_kinds("mega")
+
+
+def test_trunk_init_checkpoint_loads_the_users_resnet18(tmp_path):
+    """--no-pretrain --trunk-weights: every fold starts from the ImageNet trunk (read safely)."""
+    from train.checkpoint import checkpoint_info, load_checkpoint
+    from train.moext import MoExtConfig, ResNet18Trunk
+
+    torch.manual_seed(1)
+    trunk = ResNet18Trunk(MoExtConfig(width=1.0))
+    state = {k: v.clone() for k, v in trunk.state_dict().items()}
+    state["fc.weight"] = torch.zeros(1000, 512)          # torchvision's head: ignored
+    torch.save(state, tmp_path / "resnet18.pth")
+    path = loso.trunk_init_checkpoint(tmp_path / "init.safetensors", 1.0, str(tmp_path / "resnet18.pth"))
+    loaded, _, _ = load_checkpoint(path)
+    torch.testing.assert_close(loaded["separator.trunk.layer4.1.conv2.weight"], state["layer4.1.conv2.weight"])
+    assert checkpoint_info(path)["meta"]["trunk_weights"].endswith("resnet18.pth")
+    with pytest.raises(ValueError, match="--width 1.0"):
+        loso.trunk_init_checkpoint(tmp_path / "x.safetensors", 0.5, str(tmp_path / "resnet18.pth"))
+    # a pickle carrying code is refused (weights_only), not executed
+    torch.save({"model": trunk.state_dict(), "evil": loso.Path("x")}, tmp_path / "evil.pth")
+    from train.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="refused"):
+        loso.trunk_init_checkpoint(tmp_path / "e.safetensors", 1.0, str(tmp_path / "evil.pth"))
+
+
+def test_no_motion_extractor_ablation_and_device_prediction(demo_cache, tmp_path):
+    run = tmp_path / "no_me"
+    loso.main(["--cache", str(demo_cache), "--protocol", "demo", "--no-pretrain", "--no-motion-extractor",
+               "--out", str(run), *SMALL])
+    report = json.loads((run / "report.json").read_text())
+    assert report["motion_extractor"] is False and report["finetune"]["motion_extractor"] is False
+    from train.checkpoint import load_classifier
+
+    clf = load_classifier(next((run / "folds").glob("*/classifier.safetensors")))
+    assert clf.motion is None and not clf.cfg.motion_extractor
+    r = json.loads(next((run / "folds").glob("*/result.json")).read_text())
+    assert r["predicted_on"] == "cpu"
 
 
 def test_fold_helpers():
@@ -67,15 +131,26 @@ def test_end_to_end_composite_loso(tmp_path):
     """CDE-like run: 3 subjects in each of casme2 / samm / smic, pre-trained once in the run."""
     cache = write_toy_cache(tmp_path / "cache", {"casme2": 3, "samm": 3, "smic": 3}, per_subject=3,
                             macro_per_subject=1, extra_rows=[("casme2", "fear")])
+    casme3 = casme3_cache(tmp_path / "casme3")
     run = tmp_path / "run"
-    loso.main(["--cache", str(cache), "--protocol", "composite", "--pretrain-epochs", "1",
-               "--pretrain-max-pairs", "6", "--out", str(run), *SMALL])
+    loso.main(["--cache", str(cache), "--pretrain-cache", str(casme3), "--protocol", "composite",
+               "--pretrain-epochs", "1", "--pretrain-max-pairs", "6", "--out", str(run), *SMALL])
     report = json.loads((run / "report.json").read_text())
     assert (run / "confusion.png").stat().st_size > 5000
     assert (run / "pretrain" / "pretrained.safetensors").is_file()
     folds = sorted(p.name for p in (run / "folds").iterdir())
     assert len(folds) == 9 and all((run / "folds" / f / "classifier.safetensors").is_file() for f in folds)
     assert report["pretraining"]["mode"] == "once" and "test subjects included" in report["pretraining"]["description"]
+    # pre-training as published: CASME II + CAS(ME)^3, micro + macro; SAMM and SMIC-HS are not in it
+    data = report["pretraining"]["data"]
+    assert data["datasets"] == ["casme2", "casme3"] and data["kinds"] == ["micro", "macro"]
+    assert data["note"] == "the paper's set: CASME II + CAS(ME)^3 part A"
+    # (a seeded subset of 6 of the 19 pairs: casme2 3 subjects x (3 micro + 1 macro) + fear, casme3 2 x (2 + 1))
+    assert data["seen"]["n_pairs"] == sum(data["seen"]["pairs"].values()) == 6
+    assert {k.split("/")[0] for k in data["seen"]["pairs"]} <= {"casme2", "casme3"}
+    assert all(s.split("/")[0] in ("casme2", "casme3") for s in data["seen"]["subjects"])
+    pre = json.loads((run / "pretrain" / "pretrain.json").read_text())
+    assert sorted(pre["subjects"]) == data["seen"]["subjects"] and pre["pairs"] == 6
     assert report["selection_rule"] == "fixed schedule" and "never used" in report["selection"]
     assert report["dropped"] == {"casme2/fear": 1}
     m = report["metrics"]
@@ -170,3 +245,37 @@ def test_bad_arguments(demo_cache, tmp_path):
         loso.main(["--merge", "--out", str(tmp_path / "nothing")])
     with pytest.raises(SystemExit, match="unknown protocol"):
         loso.main(["--cache", str(demo_cache), "--protocol", "casme9", "--out", str(tmp_path / "r2")])
+
+
+@pytest.mark.slow
+def test_shuffled_label_control_is_at_chance(tmp_path):
+    """The control: with the training labels of every fold permuted, pooled scores sit at chance.
+
+    Data: 6 subjects x 30 micro pairs, 10 per class in EVERY subject (3 classes), the class in
+    the motion only. With shuffled labels the model cannot learn class from motion, so its
+    predictions on the held-out subject are (near) independent of the truth. For a predictor
+    independent of the truth the EXPECTED UAR is exactly 1/C whatever it predicts (class c's
+    recall is the probability q_c of predicting c; the q_c sum to 1), with standard deviation
+    sqrt(sum_c q_c (1 - q_c) / n_c) / C <= sqrt(C / (4 n_c)) / C = 0.037 for n_c = 60: the band
+    1/3 +- 0.11 is 3 sigma. UF1 has expectation <= 1/C for such a predictor (F1_c is a harmonic
+    mean of p_c and q_c, at most their average; = 1/C when q = p, metrics.chance_uf1) and as low
+    as 1/6 when it collapses to one class, so it is asserted in [0.12, 1/3 + 0.11]. ACC of an
+    independent predictor on balanced classes is 1/3 in expectation, std <= 0.035 for n = 180."""
+    cache = write_toy_cache(tmp_path / "cache", {"synth": 6}, per_subject=30, seed=4)
+    run = tmp_path / "shuffled"
+    loso.main(["--cache", str(cache), "--protocol", "demo", "--no-pretrain", "--shuffle-labels",
+               "--no-fold-checkpoints", "--out", str(run), "--width", "0.0625", "--epochs", "1", "--repeats", "1",
+               "--batch-size", "20", "--threads", "1", "--device", "cpu", "--workers", "0", "--quiet"])
+    report = json.loads((run / "report.json").read_text())
+    o = report["metrics"]["overall"]
+    assert o["n"] == 180 and report["shuffle_labels"] is True
+    counts = [o["per_class"][c]["support"] for c in ("negative", "positive", "surprise")]
+    assert counts == [60, 60, 60]
+    from train import metrics
+
+    chance = metrics.chance_uar(3)
+    assert metrics.chance_uf1(counts) == pytest.approx(chance)
+    band = 3 * np.sqrt(3 / (4 * 60)) / 3          # 3 sigma of UAR under independence, n_c = 60
+    assert abs(o["uar"] - chance) <= band, o
+    assert 0.12 <= o["uf1"] <= chance + band, o
+    assert abs(o["acc"] - 1 / 3) <= 3 * np.sqrt((1 / 3) * (2 / 3) / 180) + 1e-9, o

@@ -131,3 +131,32 @@ def test_gradients_reach_the_trunk_from_each_loss():
     assert model.reconstructor.out[1].weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match=r"\(n, m, 3, H, W\)"):
         losses.pretrain_losses(model, onset[0], apex[0], targets[0])
+
+
+def test_reconstruction_target_apex_by_default_views_as_variant():
+    """Default (the paper): L_re rebuilds each set's own apex from its original onset/apex
+    (view 0), so the augmented apex views are not targets; "views" targets every view pair."""
+    torch.manual_seed(0)
+    model = MoExtPretrainer(MoExtConfig(width=0.125, proj_dim=32)).train()
+    n, m = 2, 3
+    onset, apex = torch.randn(n, m, 3, 224, 224), torch.randn(n, m, 3, 224, 224)
+    targets = torch.rand(n, m, 3, 224, 224)
+    other = targets.clone()
+    other[:, 1:] = torch.rand(n, m - 1, 3, 224, 224)  # change only the augmented views' targets
+    with torch.no_grad():
+        a = losses.pretrain_losses(model, onset, apex, targets)
+        b = losses.pretrain_losses(model, onset, apex, other)
+        va = losses.pretrain_losses(model, onset, apex, targets, recon_target="views")
+        vb = losses.pretrain_losses(model, onset, apex, other, recon_target="views")
+        # L_re by hand from view 0
+        s, t = model.separator(torch.cat([onset.flatten(0, 1), apex.flatten(0, 1)]))
+        first = torch.arange(n) * m
+        recon = model.reconstructor(model.motion(s[:n * m][first], s[n * m:][first]), t[:n * m][first])
+    assert a["re"].item() == pytest.approx(b["re"].item(), abs=0)
+    assert va["re"].item() != pytest.approx(vb["re"].item(), abs=1e-6)
+    assert a["re"].item() == pytest.approx((recon - targets[:, 0]).abs().mean().item(), rel=1e-5)
+    # L_st and L_ss use all 2m instances either way
+    assert a["st"].item() == pytest.approx(va["st"].item(), rel=1e-5)
+    assert a["ss"].item() == pytest.approx(va["ss"].item(), rel=1e-5)
+    with pytest.raises(ValueError, match="recon_target"):
+        losses.pretrain_losses(model, onset, apex, targets, recon_target="augmented")

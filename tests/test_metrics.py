@@ -54,6 +54,54 @@ def test_hand_computed_absent_class():
     assert metrics.accuracy(y_true, y_pred) == 0.75
 
 
+def test_hand_computed_class_absent_from_predictions():
+    # 3 classes, all in the truth; class 2 is never predicted (a collapsed model).
+    y_true = [0, 0, 0, 1, 1, 2, 2]
+    y_pred = [0, 0, 1, 1, 1, 0, 1]
+    # cm = [[2,1,0],[0,2,0],[1,1,0]]: F1_0 = 4/(4+1+1) = 2/3, F1_1 = 4/(4+2+0) = 2/3, F1_2 = 0
+    assert metrics.uf1(y_true, y_pred, 3) == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
+    # recall 2/3, 1, 0; precision 2/3, 1/2, 0 (zero_division=0 for the never-predicted class)
+    assert metrics.uar(y_true, y_pred, 3) == pytest.approx((2 / 3 + 1 + 0) / 3)
+    assert metrics.accuracy(y_true, y_pred) == pytest.approx(4 / 7)
+    s = metrics.summarize(y_true, y_pred, ["a", "b", "c"])
+    assert s["confusion"] == [[2, 1, 0], [0, 2, 0], [1, 1, 0]]
+    assert s["per_class"]["c"] == {"f1": 0.0, "recall": 0.0, "precision": 0.0, "support": 2, "predicted": 0}
+    assert s["per_class"]["b"]["precision"] == pytest.approx(0.5)
+    # present_only still averages over class 2 (present in the truth)
+    assert metrics.uf1(y_true, y_pred, 3, present_only=True) == metrics.uf1(y_true, y_pred, 3)
+
+
+def test_per_class_table_matches_sklearn_report():
+    from sklearn.metrics import classification_report
+
+    rng = np.random.default_rng(5)
+    y_true, y_pred = rng.integers(0, 4, 50), rng.integers(0, 4, 50)
+    rep = classification_report(y_true, y_pred, labels=[0, 1, 2, 3], output_dict=True, zero_division=0)
+    s = metrics.summarize(y_true, y_pred, ["w", "x", "y", "z"])
+    for i, c in enumerate("wxyz"):
+        assert s["per_class"][c]["f1"] == pytest.approx(rep[str(i)]["f1-score"])
+        assert s["per_class"][c]["precision"] == pytest.approx(rep[str(i)]["precision"])
+        assert s["per_class"][c]["support"] == rep[str(i)]["support"]
+    assert s["uf1"] == pytest.approx(rep["macro avg"]["f1-score"])
+
+
+def test_empty_set_scores_zero():
+    s = metrics.summarize([], [], ["a", "b"])
+    assert s["n"] == 0 and s["uf1"] == s["uar"] == s["acc"] == 0.0 and s["confusion"] == [[0, 0], [0, 0]]
+
+
+def test_chance_uf1():
+    # shuffled labels: predictions follow the training label mix, UF1 -> 1/C whatever the counts
+    assert metrics.chance_uf1([250, 109, 83]) == pytest.approx(1 / 3)
+    # a predictor that always says class 0: F1_0 = 2p/(p+1), others 0
+    p0 = 250 / 442
+    assert metrics.chance_uf1([250, 109, 83], [1, 0, 0]) == pytest.approx(2 * p0 / (p0 + 1) / 3)
+    rng = np.random.default_rng(1)
+    y_true = rng.choice(3, size=30000, p=[0.6, 0.3, 0.1])
+    y_pred = rng.choice(3, size=30000, p=[0.6, 0.3, 0.1])
+    assert metrics.uf1(y_true, y_pred, 3) == pytest.approx(metrics.chance_uf1([0.6, 0.3, 0.1]), abs=0.01)
+
+
 def test_pooling_differs_from_fold_average():
     # The paper pools predictions over folds; averaging per-fold UF1 would give another number.
     folds = [([0, 0], [0, 0]), ([1, 2], [1, 1])]

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engines.contract import NORM_MEAN, NORM_STD
+from core.contract import NORM_MEAN, NORM_STD
 from train.moext import (
     ApexReconstructor, FeatureSeparator, MoExtClassifier, MoExtConfig, MoExtPretrainer, MotionExtractor,
     ProjectionHead, RecognitionGraph, normalize, param_breakdown,
@@ -249,3 +249,41 @@ def test_small_network_overfits_motion_coded_pairs():
     assert acc == 1.0, f"accuracy {acc:.2f} after {step + 1} steps (losses {losses[0]:.3f} -> {losses[-1]:.3f})"
     assert losses[-1] < 0.25 * losses[0]
     assert time.time() - t0 < 60
+
+
+# ---------------------------------------------------------------------------------------
+# ablation: without the motion extractor (paper, Table 7)
+
+
+def test_without_motion_extractor_feeds_abs_shape_difference_to_the_fc(tmp_path):
+    from train.checkpoint import load_classifier, save_checkpoint
+    from train.moext import motion_of, without_motion_extractor
+
+    torch.manual_seed(0)
+    cfg = MoExtConfig(width=0.0625, motion_extractor=False)
+    clf = MoExtClassifier(cfg).eval()
+    assert clf.motion is None and param_breakdown(cfg)["motion_extractor"] == 0
+    onset, apex = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        s, _ = clf.separator(torch.cat([onset, apex]))
+        want = clf.fc(torch.abs(s[2:] - s[:2]).flatten(1))
+        torch.testing.assert_close(clf(onset, apex), want)
+        torch.testing.assert_close(motion_of(None, s[:2], s[2:]), torch.abs(s[2:] - s[:2]))
+    # a pretrainer without E reconstructs from |S_a - S_o| too, and trains (BN-free M)
+    pre = MoExtPretrainer(MoExtConfig(width=0.0625, motion_extractor=False))
+    assert pre.motion is None and pre(torch.randn(1, 3, 224, 224), torch.randn(1, 3, 224, 224))["M"].shape[0] == 1
+
+    # from a pre-training model WITH E: E's weights are dropped (not "unexpected"), the rest kept
+    full = MoExtPretrainer(MoExtConfig(width=0.0625))
+    missing, unexpected = clf.load_pretrained(full.state_dict())
+    assert unexpected == [] and missing == ["fc.bias", "fc.weight"]
+    with_e = MoExtClassifier(MoExtConfig(width=0.0625)).eval()
+    no_e = without_motion_extractor(with_e).eval()
+    assert no_e.motion is None and not no_e.cfg.motion_extractor and with_e.motion is not None
+    torch.testing.assert_close(no_e.separator.trunk.conv1.weight, with_e.separator.trunk.conv1.weight)
+    # the config travels in the checkpoint
+    path = save_checkpoint(tmp_path / "no_e.safetensors", no_e, no_e.cfg)
+    back = load_classifier(path)
+    assert back.motion is None and not back.cfg.motion_extractor
+    with torch.no_grad():
+        torch.testing.assert_close(back(onset, apex), no_e(onset, apex))

@@ -1,4 +1,4 @@
-"""Synthetic micro-expressions (train/synth.py): the warps are where the ground truth says,
+"""Synthetic micro-expressions (train/synth/): the warps are where the ground truth says,
 timing obeys the ME limits, output is deterministic, pairs are aligned like real data and
 move in each class's direction, identities are split by person.
 
@@ -18,11 +18,13 @@ import cv2
 import numpy as np
 import pytest
 
-from realtime.events import expression_kind, read_ground_truth
-from realtime.face import MEAN_SHAPE_68, DlibDetector, FaceAligner, dlib_predictor_path, transform_points
+from core.events import TRUTH_KINDS, expression_kind, read_ground_truth
+from core.face import MEAN_SHAPE_68, DlibDetector, FaceAligner, dlib_predictor_path, transform_points
 from train import synth
-from train.protocols import DEMO_3
+from core.protocols import DEMO_3
 from train.synth import EventSpec, SynthConfig
+from train.synth.identities import _face_models
+from train.synth.track_render import _render_tracks
 
 STATIC_CAMERA = SynthConfig(drift_px=0.0, drift_deg=0.0, drift_scale=0.0, light_drift=0.0, flicker=0.0)
 
@@ -333,7 +335,7 @@ HARD_DISTRACTORS = ("blink", "wink", "gaze", "speech", "head", "light")
 
 
 def _assert_expression_rule(truths):
-    """Every expression's kind is what the one micro/macro rule says (realtime.events)."""
+    """Every expression's kind is what the one micro/macro rule says (core.events)."""
     for t in truths:
         if t.kind in ("micro", "macro"):
             assert expression_kind(t.onset_t, t.apex_t, t.offset_t) == t.kind, t
@@ -371,7 +373,7 @@ def test_hard_schedule_holds_every_kind(fps):
         kinds = {t.kind for t in truths}
         assert {"micro", "macro", "blink", "wink", "gaze", "speech", "head"} <= kinds, (seed, kinds)
         assert ("light" in kinds) == light
-        assert kinds <= set(synth.TRUTH_KINDS)
+        assert kinds <= set(TRUTH_KINDS)
         starts.add(start)
         if start != "head":
             assert min(t.onset_frame for t in truths if t.kind in ("speech", "macro")) == 0
@@ -454,8 +456,8 @@ def test_hard_tracks_move_what_they_should():
                                           offset_frame=t.offset_frame + at))
         at = placed[-1].offset_frame + gap
     cam = synth.SynthConfig.clean()
-    frames = list(synth._render_tracks("sample_video", placed, at, fps, (320, 240), 0, cam, 0.0, (0.0, 0.0), 0.0))
-    lm = synth._face_models()[1](frames[0], synth._face_models()[0].detect(frames[0])[0])
+    frames = list(_render_tracks("sample_video", placed, at, fps, (320, 240), 0, cam, 0.0, (0.0, 0.0), 0.0))
+    lm = _face_models()[1](frames[0], _face_models()[0].detect(frames[0])[0])
     left_eye, right_eye = list(range(36, 42)), list(range(42, 48))
     mouth, brows = list(range(48, 68)), list(range(17, 27))
     blink, wink, gaze, speech, head, light = placed
@@ -493,11 +495,11 @@ def test_cli_hard_set_and_distractor_only_clips(tmp_path):
         rows = list(csv.DictReader(fh))
     assert [r["clip_type"] for r in rows] == ["hard", "talking", "lighting"]
     assert all(r["set"] == "hard" and r["split"] == "eval" for r in rows)
-    assert {f"n_{k}" for k in synth.TRUTH_KINDS} <= rows[0].keys()
+    assert {f"n_{k}" for k in TRUTH_KINDS} <= rows[0].keys()
     for r in rows:
         truths = read_ground_truth(tmp_path / r["ground_truth"])
         kinds = [t.kind for t in truths]
-        for k in synth.TRUTH_KINDS:
+        for k in TRUTH_KINDS:
             assert int(r[f"n_{k}"]) == kinds.count(k)
         _assert_expression_rule(truths)
         cap = cv2.VideoCapture(str(tmp_path / r["video"]))
@@ -514,7 +516,7 @@ def test_cli_hard_set_and_distractor_only_clips(tmp_path):
 
 
 def test_ground_truth_amplitude_is_optional():
-    from realtime.events import GroundTruth
+    from core.events import GroundTruth
 
     old = GroundTruth(1, 2, 3, "micro", "positive", 30.0)
     assert "amplitude" not in old.to_dict()              # files written before it read back unchanged
@@ -543,7 +545,7 @@ def test_sequence_schedule():
 
 
 def test_write_sequences(tmp_path):
-    from realtime.sources import ImageFolderSource
+    from realtime.stages.sources import ImageFolderSource
 
     rows = synth.write_sequences(tmp_path, 2, fps=200, seed=1, size=(160, 120))
     with open(tmp_path / "sequences.csv", newline="") as fh:

@@ -1,13 +1,15 @@
 """Augmentations of MoExt (arXiv 2407.07345; MOEXT.md "Losses" and "Data for each phase").
 
 Pre-training views (the expansion sets). Every input set (onset, apex) becomes m = 3 view
-pairs: view 0 is the pair itself, views 1 and 2 each apply 2 of the 3 paper operations
+pairs: view 0 is the pair itself, views 1 and 2 each apply ONE of the 3 paper operations,
+drawn at random per view (the paper's "m-1 types of operations", m = 3):
 
     contrast : increase contrast, x -> pivot + k (x - pivot), k ~ U[1.2, 1.8]
     grey     : ITU-R BT.601 luma copied to the 3 channels
     noise    : additive Gaussian noise, sigma ~ U[0.02, 0.08]
 
-(applied in that order, then clipped to [0, 1]). A view uses the SAME parameters on the
+then clipped to [0, 1]. ``ops_per_view=2`` (``--view-ops 2``) is the older variant, two
+operations per view (applied in the order above). A view uses the SAME parameters on the
 onset and the apex of its set: the same contrast factor and pivot (the mean luma of the
 pair), and the same noise field, so a view changes appearance but adds no motion.
 The ranges are ours (the paper gives none).
@@ -16,22 +18,25 @@ Fine-tuning: horizontal mirror (p = 0.5) and rotation about the centre by an ang
 ~ U[-10, 10] degrees (positive = counter-clockwise on screen), the same transform on the
 onset and the apex; the data are expanded 10x (copy 0 is the pair as is).
 
-The maths works on torch float tensors (B, 3, H, W) RGB in [0, 1] (rotation with
-affine_grid / grid_sample, no torchvision). ``expansion_views`` and ``finetune_augment``
-are the forms train/data.py calls on (H, W, 3) uint8 crops. Randomness comes from a
-numpy Generator, so a run is reproducible from its seed.
+Everything runs batched on the training device: float tensors (B, 3, H, W) RGB in [0, 1]
+(rotation with affine_grid / grid_sample, no torchvision), no uint8 round trips. The random
+parameters are drawn per item with numpy (train/data.py seeds them from (seed, epoch,
+item)), so a run is reproducible from its seed whatever the number of processes or loader
+workers; noise fields are drawn on the device from a per-view seed (CPU and CUDA give
+different fields for the same seed).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 VIEW_OPS = ("contrast", "grey", "noise")  # the order in which a view applies its operations
-OPS_PER_VIEW = 2
+OPS_PER_VIEW = 1  # the paper: one operation type per augmented view
 VIEWS = 3  # m: the frame itself + 2 augmented views
 CONTRAST_RANGE = (1.2, 1.8)
 NOISE_STD_RANGE = (0.02, 0.08)
@@ -82,73 +87,104 @@ def to_grey(x: torch.Tensor) -> torch.Tensor:
     return luma(x).expand_as(x).contiguous()
 
 
-def increase_contrast(x: torch.Tensor, factor: float, pivot: torch.Tensor) -> torch.Tensor:
-    """pivot + factor (x - pivot), clipped to [0, 1]; pivot broadcastable to x (e.g. (B, 1, 1, 1))."""
+def increase_contrast(x: torch.Tensor, factor, pivot: torch.Tensor) -> torch.Tensor:
+    """pivot + factor (x - pivot), clipped to [0, 1]; factor a float or a tensor and pivot
+    broadcastable to x (e.g. (B, 1, 1, 1))."""
     return (pivot + factor * (x - pivot)).clamp(0.0, 1.0)
 
 
 def noise_field(shape, std: float, seed: int, dtype=torch.float32, device=None) -> torch.Tensor:
-    g = torch.Generator().manual_seed(int(seed))
-    return (torch.randn(shape, generator=g, dtype=dtype) * std).to(device)
+    """std * N(0, 1) of ``shape``, drawn on ``device`` from a generator seeded with ``seed``."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    g = torch.Generator(device=device).manual_seed(int(seed))
+    return torch.randn(tuple(shape), generator=g, dtype=dtype, device=device) * std
+
+
+@dataclass
+class ViewBatch:
+    """Parameters of the m-1 augmented views of B sets, as tensors:
+    ops (B, m-1, 3) bool in VIEW_OPS order, contrast, noise_std (B, m-1) float, noise_seed (B, m-1) int64."""
+
+    ops: torch.Tensor
+    contrast: torch.Tensor
+    noise_std: torch.Tensor
+    noise_seed: torch.Tensor
+
+    @property
+    def views(self) -> int:
+        return self.ops.shape[1] + 1
+
+    @classmethod
+    def from_params(cls, params: Sequence[Sequence[ViewParams]]) -> ViewBatch:
+        """params[b][j]: view j + 1 of set b."""
+        ops = torch.tensor([[[op in p.ops for op in VIEW_OPS] for p in row] for row in params], dtype=torch.bool)
+        b, v = len(params), (len(params[0]) if len(params) else 0)
+        return cls(ops.reshape(b, v, len(VIEW_OPS)),
+                   torch.tensor([[p.contrast for p in row] for row in params], dtype=torch.float32).reshape(b, v),
+                   torch.tensor([[p.noise_std for p in row] for row in params], dtype=torch.float32).reshape(b, v),
+                   torch.tensor([[p.noise_seed for p in row] for row in params], dtype=torch.int64).reshape(b, v))
+
+
+def draw_view_batch(rngs: Sequence[np.random.Generator], m: int = VIEWS, ops_per_view: int = OPS_PER_VIEW) -> ViewBatch:
+    """One generator per set -> the parameters of its m-1 augmented views."""
+    return ViewBatch.from_params([[sample_view_params(r, ops_per_view) for _ in range(1, m)] for r in rngs])
+
+
+def _view_batch(onset: torch.Tensor, apex: torch.Tensor, ops: torch.Tensor, contrast: torch.Tensor,
+                noise_std: torch.Tensor, noise_seed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One view of B sets: ops (B, 3) bool, contrast / noise_std / noise_seed (B,). Each
+    operation runs on the sets that use it only."""
+    dev, dt = onset.device, onset.dtype
+    ops = ops.cpu()
+    o, a = onset.clone(), apex.clone()
+    sel = torch.nonzero(ops[:, 0]).flatten()
+    if len(sel):  # contrast, pivot = the mean luma of the set's onset and apex
+        idx = sel.to(dev)
+        so, sa = o[idx], a[idx]
+        pivot = 0.5 * (luma(so).mean(dim=(1, 2, 3), keepdim=True) + luma(sa).mean(dim=(1, 2, 3), keepdim=True))
+        k = contrast[sel].to(dev, dt).view(-1, 1, 1, 1)
+        o[idx], a[idx] = increase_contrast(so, k, pivot), increase_contrast(sa, k, pivot)
+    sel = torch.nonzero(ops[:, 1]).flatten()
+    if len(sel):  # grey
+        idx = sel.to(dev)
+        o[idx], a[idx] = to_grey(o[idx]), to_grey(a[idx])
+    for b in torch.nonzero(ops[:, 2]).flatten().tolist():  # noise: one field per set, on both frames
+        noise = noise_field(onset.shape[1:], float(noise_std[b]), int(noise_seed[b]), dt, dev)
+        o[b] += noise
+        a[b] += noise
+    return o.clamp_(0.0, 1.0), a.clamp_(0.0, 1.0)
+
+
+def expand_views(onset: torch.Tensor, apex: torch.Tensor, vb: ViewBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 3, H, W) onset and apex in [0, 1] (any device) -> onset and apex expansion sets
+    (B, m, 3, H, W); view 0 is the frame itself, view j uses vb's parameters j - 1 on both."""
+    if onset.shape != apex.shape:
+        raise ValueError(f"onset {tuple(onset.shape)} and apex {tuple(apex.shape)} differ in shape")
+    if vb.ops.shape[0] != onset.shape[0]:
+        raise ValueError(f"{vb.ops.shape[0]} view parameter rows for a batch of {onset.shape[0]}")
+    views_o, views_a = [onset], [apex]
+    for j in range(vb.views - 1):
+        o, a = _view_batch(onset, apex, vb.ops[:, j], vb.contrast[:, j], vb.noise_std[:, j], vb.noise_seed[:, j])
+        views_o.append(o)
+        views_a.append(a)
+    return torch.stack(views_o, dim=1), torch.stack(views_a, dim=1)
 
 
 def apply_view_pair(onset: torch.Tensor, apex: torch.Tensor, p: ViewParams) -> tuple[torch.Tensor, torch.Tensor]:
-    """One view with the same parameters on both frames: (B, 3, H, W) in [0, 1] each."""
-    if onset.shape != apex.shape:
-        raise ValueError(f"onset {tuple(onset.shape)} and apex {tuple(apex.shape)} differ in shape")
-    pivot = 0.5 * (luma(onset).mean(dim=(1, 2, 3), keepdim=True) + luma(apex).mean(dim=(1, 2, 3), keepdim=True))
-    noise = noise_field(onset.shape, p.noise_std, p.noise_seed, onset.dtype, onset.device) if "noise" in p.ops else None
-    out = []
-    for x in (onset, apex):
-        if "contrast" in p.ops:
-            x = increase_contrast(x, p.contrast, pivot)
-        if "grey" in p.ops:
-            x = to_grey(x)
-        if noise is not None:
-            x = x + noise
-        out.append(x.clamp(0.0, 1.0))
-    return out[0], out[1]
+    """One view with the same parameters on every frame of a batch: (B, 3, H, W) in [0, 1] each."""
+    vb = ViewBatch.from_params([[p]] * onset.shape[0])
+    o, a = expand_views(onset, apex, vb)
+    return o[:, 1], a[:, 1]
 
 
 def expansion_sets(onset: torch.Tensor, apex: torch.Tensor, m: int = VIEWS,
-                   rng: np.random.Generator | int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   rng: np.random.Generator | int | None = None,
+                   ops_per_view: int = OPS_PER_VIEW) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, 3, H, W) onset and apex in [0, 1] -> onset and apex expansion sets (B, m, 3, H, W);
-    view 0 is the frame itself, every other view of every sample draws its own parameters."""
+    view 0 is the frame itself, every other view of every sample draws its own parameters
+    from ``rng``."""
     rng = _rng(rng)
-    views_o, views_a = [onset], [apex]
-    for _ in range(1, m):
-        vo, va = [], []
-        for b in range(onset.shape[0]):
-            o, a = apply_view_pair(onset[b:b + 1], apex[b:b + 1], sample_view_params(rng))
-            vo.append(o)
-            va.append(a)
-        views_o.append(torch.cat(vo))
-        views_a.append(torch.cat(va))
-    return torch.stack(views_o, dim=1), torch.stack(views_a, dim=1)  # (B, m, 3, H, W) each
-
-
-# ---------------------------------------------------------------------------------------
-# uint8 <-> tensor
-
-
-def u8_to_tensor(img: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [0, 1]."""
-    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) uint8 RGB crop, got {img.dtype} {img.shape}")
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255.0
-
-
-def tensor_to_u8(x: torch.Tensor) -> np.ndarray:
-    """(1, 3, H, W) in [0, 1] -> (H, W, 3) uint8 (rounded)."""
-    return (x[0].permute(1, 2, 0).clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
-
-
-def expansion_views(onset: np.ndarray, apex: np.ndarray, views: int = VIEWS,
-                    rng: np.random.Generator | int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Uint8 form for data loaders: (H, W, 3) onset and apex -> ``views`` (onset, apex) pairs,
-    the first the input itself."""
-    o, a = expansion_sets(u8_to_tensor(onset), u8_to_tensor(apex), views, rng)  # (1, m, 3, H, W)
-    return [(onset, apex)] + [(tensor_to_u8(o[:, j]), tensor_to_u8(a[:, j])) for j in range(1, views)]
+    return expand_views(onset, apex, draw_view_batch([rng] * onset.shape[0], m, ops_per_view))
 
 
 # ---------------------------------------------------------------------------------------
@@ -172,66 +208,55 @@ def mirror(x: torch.Tensor) -> torch.Tensor:
     return torch.flip(x, dims=[-1])
 
 
-def rotate(x: torch.Tensor, angle_deg: float, padding_mode: str = "border") -> torch.Tensor:
-    """Rotate (B, C, H, W) about the image centre by ``angle_deg`` (counter-clockwise on
-    screen), bilinear; pixels from outside take the nearest border value (our choice)."""
-    a = math.radians(angle_deg)
-    c, s = math.cos(a), math.sin(a)
+def _rotation_thetas(angles_deg: torch.Tensor, h: int, w: int, dtype, device) -> torch.Tensor:
+    """(B,) angles -> (B, 2, 3) affine_grid matrices of a rotation about the centre."""
+    a = angles_deg.to(device=device, dtype=torch.float64) * (math.pi / 180.0)
+    c, s = torch.cos(a), torch.sin(a)
     # affine_grid maps each output position to the input position it samples, in [-1, 1]
     # coords with y pointing down. Output (x, y) samples input (c x - s y, s x + c y): a point
     # right of the centre ends up above it for a = +90 deg (tests/test_augment.py checks it).
-    theta = torch.tensor([[c, -s, 0.0], [s, c, 0.0]], dtype=x.dtype, device=x.device)
+    zero = torch.zeros_like(c)
+    theta = torch.stack([torch.stack([c, -s * (h / w), zero], -1), torch.stack([s * (w / h), c, zero], -1)], 1)
+    return theta.to(dtype)
+
+
+def rotate(x: torch.Tensor, angle_deg, padding_mode: str = "border") -> torch.Tensor:
+    """Rotate (B, C, H, W) about the image centre by ``angle_deg`` (a float, or a (B,) tensor
+    of per-item angles; counter-clockwise on screen), bilinear; pixels from outside take the
+    nearest border value (our choice). The rotation stays rigid in pixels on non-square images."""
     h, w = x.shape[-2:]
-    if h != w:  # keep the rotation rigid in pixels on non-square images
-        theta[0, 1] *= h / w
-        theta[1, 0] *= w / h
-    grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
+    angles = angle_deg if torch.is_tensor(angle_deg) else torch.full((x.shape[0],), float(angle_deg))
+    theta = _rotation_thetas(angles.reshape(-1).expand(x.shape[0]), h, w, x.dtype, x.device)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
 
 
-def finetune_transform(onset: torch.Tensor, apex: torch.Tensor, p: FinetuneParams) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same mirror + rotation on both frames, (B, 3, H, W) each."""
+def finetune_batch(onset: torch.Tensor, apex: torch.Tensor, mirrored: torch.Tensor,
+                   angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched fine-tuning transform on the device: (B, 3, H, W) onset / apex, per-item
+    mirror flags (B,) bool and angles (B,) degrees; the same transform on both frames of an
+    item. Items with no mirror and angle 0 come back unchanged (bit for bit)."""
+    dev = onset.device
+    flip = mirrored.to(dev).view(-1, 1, 1, 1)
+    turn = (angles != 0).to(dev).view(-1, 1, 1, 1)
     out = []
     for x in (onset, apex):
-        if p.mirror:
-            x = mirror(x)
-        if p.angle != 0.0:
-            x = rotate(x, p.angle)
+        x = torch.where(flip, mirror(x), x)
+        if bool(turn.any()):
+            x = torch.where(turn, rotate(x, angles.to(dev)), x)
         out.append(x)
     return out[0], out[1]
 
 
-def finetune_augment(onset: np.ndarray, apex: np.ndarray,
-                     rng: np.random.Generator | int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Uint8 form for data loaders: one random mirror/rotation of an (H, W, 3) pair."""
-    p = sample_finetune_params(rng)
-    o, a = finetune_transform(u8_to_tensor(onset), u8_to_tensor(apex), p)
-    return tensor_to_u8(o), tensor_to_u8(a)
+def finetune_transform(onset: torch.Tensor, apex: torch.Tensor, p: FinetuneParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same mirror + rotation on both frames, (B, 3, H, W) each."""
+    b = onset.shape[0]
+    return finetune_batch(onset, apex, torch.full((b,), p.mirror), torch.full((b,), float(p.angle)))
 
 
-def expansion_plan(n: int, repeats: int = REPEATS, seed: int = 0,
-                   max_angle: float = MAX_ANGLE) -> list[tuple[int, FinetuneParams | None]]:
-    """The 10x fine-tuning expansion of n pairs as (source index, transform or None) per
-    item. Item i = copy * n + k is copy ``copy`` of pair k; copy 0 is the pair unchanged.
-    Each item's transform depends only on (seed, i), so the plan is deterministic."""
-    plan = []
-    for i in range(n * repeats):
-        k, copy = i % n, i // n
-        plan.append((k, None if copy == 0 else sample_finetune_params(np.random.default_rng([seed, i]), max_angle)))
-    return plan
-
-
-def expand_pairs(onset: torch.Tensor, apex: torch.Tensor, labels: torch.Tensor, repeats: int = REPEATS,
-                 seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(N, 3, H, W) onset/apex in [0, 1] and (N,) labels -> the (repeats*N, ...) expanded set
-    of ``expansion_plan`` (deterministic from ``seed``)."""
-    n = onset.shape[0]
-    outs_o, outs_a, outs_y = [], [], []
-    for k, p in expansion_plan(n, repeats, seed):
-        o, a = onset[k:k + 1], apex[k:k + 1]
-        if p is not None:
-            o, a = finetune_transform(o, a, p)
-        outs_o.append(o)
-        outs_a.append(a)
-        outs_y.append(labels[k:k + 1])
-    return torch.cat(outs_o), torch.cat(outs_a), torch.cat(outs_y)
+def draw_finetune_batch(rngs: Sequence[np.random.Generator | None],
+                        max_angle: float = MAX_ANGLE) -> tuple[torch.Tensor, torch.Tensor]:
+    """One generator per item (None = the item as is) -> (mirror (B,) bool, angle (B,) float32)."""
+    ps = [sample_finetune_params(r, max_angle) if r is not None else FinetuneParams(False, 0.0) for r in rngs]
+    return (torch.tensor([p.mirror for p in ps], dtype=torch.bool),
+            torch.tensor([p.angle for p in ps], dtype=torch.float32))

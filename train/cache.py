@@ -3,9 +3,10 @@
     python -m train.cache --dataset casme2 --root /data/CASME2 --out cache/casme2
 
 For every sample the cache holds two 224x224 crops: the onset and the apex (the annotated
-apex of a micro-expression; the 5th frame after onset, the paper's pseudo-apex, for a
-macro-expression; MOEXT.md "Data for each phase"). Both are cut with ONE transform,
-computed on the onset with the shared face module (realtime.face.FaceAligner.align_sample:
+apex of a micro-expression; for a macro-expression the paper's pseudo-apex, its 5th frame
+counting the onset as the 1st, i.e. onset + ``CacheSettings.pseudo_apex_step`` (4) frames on
+disk; MOEXT.md "Data for each phase"). Both are cut with ONE transform,
+computed on the onset with the shared face module (core.face.FaceAligner.align_sample:
 dlib HOG detector + 68 landmarks, five points onto TEMPLATE_5; DATASETS.md "Alignment"),
 so the apex is never aligned by the landmarks that move in the expression.
 
@@ -42,9 +43,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import cv2
 import numpy as np
+import pandas as pd
+from tqdm import tqdm
 
-from realtime.face import ALIGN_INDICES, CROP_SIZE, TEMPLATE_5, DlibDetector, FaceAligner, FaceBox, NoFaceError
+from core.face import (
+    ALIGN_INDICES,
+    CROP_SIZE,
+    TEMPLATE_5,
+    DlibDetector,
+    FaceAligner,
+    FaceBox,
+    NoFaceError,
+    dlib_predictor_path,
+)
+# this module as ``train.cache`` even when it runs as __main__: main() builds the cache through
+# it, so worker processes unpickle the same classes
+from train import cache as cache_module
 from train.datasets import (
     PSEUDO_APEX_STEP,
     DatasetError,
@@ -79,7 +95,11 @@ class CacheSettings:
 
     detect_max_side: frames whose longer side exceeds it are shrunk for face DETECTION only
     (SAMM's 2040x1088 frames would take seconds at upsample 1); landmarks and the warp use
-    the full-resolution frame."""
+    the full-resolution frame.
+
+    pseudo_apex_step: a macro-expression's apex crop is the frame this many frames on disk
+    after its onset (4: the paper's 5th frame counting the onset as the 1st). It is what
+    build_cache crops, and it is in the key, so a cache made with another step is refused."""
 
     crop_size: int = CROP_SIZE
     upsample: int = 1
@@ -115,8 +135,6 @@ class ScaledDetector:
         self.max_side = max_side
 
     def detect(self, image: np.ndarray) -> list[FaceBox]:
-        import cv2
-
         h, w = image.shape[:2]
         s = min(1.0, self.max_side / max(h, w))
         if s >= 1.0:
@@ -153,8 +171,8 @@ class Task:
     outs: tuple[str, str]                 # crop files, relative to the cache root
 
     @classmethod
-    def of(cls, s: Sample) -> "Task":
-        onset, apex = s.pair
+    def of(cls, s: Sample, pseudo_apex_step: int = PSEUDO_APEX_STEP) -> "Task":
+        onset, apex = s.training_pair(pseudo_apex_step)
         d = sample_dir(s)
         return cls(s.key, s.raw_label, (onset, apex), (str(s.frame_path(onset)), str(s.frame_path(apex))),
                    (f"{d}/onset_{onset}.png", f"{d}/apex_{apex}.png"))
@@ -199,8 +217,6 @@ def _init_worker(settings: CacheSettings, root: str) -> None:
 
 
 def _write_png(path: Path, img: np.ndarray) -> None:
-    import cv2
-
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
     if not cv2.imwrite(str(tmp), img):
@@ -353,7 +369,7 @@ def build_cache(samples: Sequence[Sample], out: str | Path, *, settings: CacheSe
 
     todo: list[Task] = []
     for s in chosen:
-        task = Task.of(s)
+        task = Task.of(s, settings.pseudo_apex_step)
         row = index.get(s.key)
         if row is not None:
             same_frames = (str(row["onset_frame"]), str(row["apex_frame"])) == tuple(map(str, task.frames))
@@ -377,11 +393,7 @@ def build_cache(samples: Sequence[Sample], out: str | Path, *, settings: CacheSe
 
     if todo:
         # Fail fast on a missing model file rather than once per sample in the workers.
-        from realtime.face import dlib_predictor_path
-
         dlib_predictor_path()
-        from tqdm import tqdm
-
         bar = tqdm(total=len(todo), desc=f"cropping -> {out}", unit="sample", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)
         workers = max(1, min(workers, len(todo)))
@@ -438,8 +450,6 @@ def build_cache(samples: Sequence[Sample], out: str | Path, *, settings: CacheSe
 
 def read_cache(cache_dir: str | Path):
     """index.csv as a pandas DataFrame (frame numbers as int, everything else as str)."""
-    import pandas as pd
-
     cache_dir = Path(cache_dir)
     p = cache_dir / "index.csv"
     if not p.is_file():
@@ -469,8 +479,6 @@ def read_cache(cache_dir: str | Path):
 
 
 def _read_crop(path: Path, what: str) -> np.ndarray:
-    import cv2
-
     if not path.is_file():
         raise CacheError(f"{path}: {what} crop missing; run python -m train.cache again on this cache "
                          "(it resumes and re-crops samples whose PNGs are gone)")
@@ -529,6 +537,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="dlib detector upsampling (finds smaller faces, slower; part of the cache key)")
     p.add_argument("--detect-max-side", type=int, default=CacheSettings.detect_max_side,
                    help="shrink larger frames to this side for detection only (part of the cache key)")
+    p.add_argument("--pseudo-apex-step", type=int, default=CacheSettings.pseudo_apex_step,
+                   help="macro-expressions: the pseudo-apex is the frame this many frames after the onset "
+                        "(default 4: the paper's 5th frame counting the onset as the 1st; part of the cache key)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     try:
@@ -538,11 +549,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report)
     if args.limit is not None:
         samples = samples[: args.limit]
-    # Through the importable module, so worker processes unpickle the same classes when this
-    # file runs as __main__ (python -m train.cache).
-    from train import cache as cache_module
-
-    settings = cache_module.CacheSettings(upsample=args.upsample, detect_max_side=args.detect_max_side)
+    # Through the importable module (cache_module), so worker processes unpickle the same
+    # classes when this file runs as __main__ (python -m train.cache).
+    if args.pseudo_apex_step < 1:
+        p.exit(2, f"error: --pseudo-apex-step must be >= 1, got {args.pseudo_apex_step}\n")
+    settings = cache_module.CacheSettings(upsample=args.upsample, detect_max_side=args.detect_max_side,
+                                          pseudo_apex_step=args.pseudo_apex_step)
     try:
         summary = cache_module.build_cache(samples, args.out, settings=settings, phase=args.phase, workers=args.workers,
                               rebuild=args.rebuild, retry_failed=args.retry_failed, progress=not args.no_progress,

@@ -37,7 +37,8 @@ from train.moext import MoExtClassifier, MoExtConfig, MoExtPretrainer
 FORMAT = "moext-checkpoint/1"
 KINDS = ("classifier", "pretrainer")
 # Config fields that change the weights or what the outputs mean; dropout does not.
-ARCH_FIELDS = ("width", "num_classes", "class_names", "input_size", "mean", "std", "motion_kernel", "proj_dim")
+ARCH_FIELDS = ("width", "num_classes", "class_names", "input_size", "mean", "std", "motion_kernel", "proj_dim",
+               "motion_extractor")
 # What a classifier built from a pre-training checkpoint must share with it.
 PRETRAIN_FIELDS = ("width", "mean", "std", "motion_kernel")
 

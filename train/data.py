@@ -2,7 +2,7 @@
 
 The crop cache (CONTRACTS.md; written by train.cache for the licensed releases and by
 train.synth for generated pairs) is an index.csv of aligned 224x224 onset/apex crops.
-Training maps each raw label to the classes of a protocol (train/protocols.py) here, at
+Training maps each raw label to the classes of a protocol (core/protocols.py) here, at
 load time, so one cache serves every protocol. A sample whose label a protocol drops
 (e.g. CASME II "fear" under the composite) is removed AND counted: ``LabelledIndex.dropped``
 holds how many and why, and the trainers print and report it.
@@ -15,12 +15,14 @@ What the network sees (MOEXT.md, "Data for each phase"):
   apex (train/augment.py).
 - ``PretrainDataset``: label-free micro AND macro pairs (for a macro-expression the cache's
   apex is the 5th-frame pseudo-apex). Each pair becomes an onset expansion set and an
-  apex expansion set of m = 3 views (the frame itself and two augmented views; view j uses
-  the same random parameters on onset and apex), plus the apex views in [0, 1] as the
-  reconstruction targets.
+  apex expansion set of m = 3 views (the frame itself and two augmented views, one
+  operation each; view j uses the same random parameters on onset and apex), plus the apex
+  views in [0, 1] (view 0, the set's own apex, is the reconstruction target by default).
 
-Randomness is drawn from (seed, epoch, index) per item, so a run is reproducible from its
-seed whatever the number of loader workers, and a resumed run sees the same data.
+Loaders only decode crops (uint8); conversion, augmentation and normalisation run batched
+on the training device (``prepare_batch``). Randomness is drawn from (seed, epoch, index)
+per item, so a run is reproducible from its seed whatever the number of loader workers or
+DDP processes, and a resumed run sees the same data.
 """
 from __future__ import annotations
 
@@ -33,8 +35,10 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from engines.contract import NORM_MEAN, NORM_STD
-from train import protocols
+from core import protocols
+from core.contract import NORM_MEAN, NORM_STD
+from train import augment
+from train.cache import load_pair, read_cache
 
 # ---------------------------------------------------------------------------------------
 # index and labels
@@ -48,8 +52,6 @@ def _as_list(cache_dirs) -> list[Path]:
 
 def load_index(cache_dirs) -> pd.DataFrame:
     """Concatenate the index of one or several caches; a ``cache_dir`` column says where each row lives."""
-    from train.cache import read_cache
-
     frames = []
     for d in _as_list(cache_dirs):
         if not (d / "index.csv").is_file():
@@ -168,10 +170,20 @@ def to_tensor01(img_rgb_u8: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img_rgb_u8)).permute(2, 0, 1).float().div_(255.0)
 
 
+def to_chw_u8(img_rgb_u8: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (3, H, W) uint8 tensor (what the loaders ship to the device)."""
+    return torch.from_numpy(np.ascontiguousarray(img_rgb_u8)).permute(2, 0, 1).contiguous()
+
+
+def u8_to_01(x: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """uint8 (..., 3, H, W) -> float32 in [0, 1] on ``device`` (the conversion happens there)."""
+    return x.to(device, non_blocking=True).float().div_(255.0)
+
+
 def normalize(x01: torch.Tensor, mean=NORM_MEAN, std=NORM_STD) -> torch.Tensor:
-    """(..., 3, H, W) in [0, 1] -> normalised with per-channel mean/std."""
-    m = torch.tensor(mean, dtype=x01.dtype).view(3, 1, 1)
-    s = torch.tensor(std, dtype=x01.dtype).view(3, 1, 1)
+    """(..., 3, H, W) in [0, 1] -> normalised with per-channel mean/std (on x01's device)."""
+    m = torch.tensor(mean, dtype=x01.dtype, device=x01.device).view(3, 1, 1)
+    s = torch.tensor(std, dtype=x01.dtype, device=x01.device).view(3, 1, 1)
     return (x01 - m) / s
 
 
@@ -193,8 +205,6 @@ class _PairStore:
     def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         if i in self._mem:
             return self._mem[i]
-        from train.cache import load_pair
-
         row = self.rows.iloc[i]
         onset, apex = load_pair(row["cache_dir"], row)
         if self.preload:
@@ -215,8 +225,18 @@ def _rows_from(source, protocol: str | None, subjects, exclude_subjects, kinds) 
     return select_rows(df, subjects, exclude_subjects, kinds), info
 
 
+def _indices(idx) -> list[int]:
+    return [int(i) for i in (idx.tolist() if torch.is_tensor(idx) else idx)]
+
+
 # ---------------------------------------------------------------------------------------
 # datasets
+#
+# Both datasets have two forms. ``raw=True`` (what the trainers use): an item is
+# (index, onset, apex[, label]) with (3, H, W) uint8 crops; the loader only decodes, and
+# ``prepare_batch`` converts, augments and normalises the whole batch on the training
+# device with parameters drawn from (seed, epoch, index). ``raw=False``: an item is the
+# prepared float form of one pair (the same ``prepare_batch`` on a batch of 1, on the CPU).
 
 
 class PairDataset(Dataset):
@@ -225,11 +245,12 @@ class PairDataset(Dataset):
     ``source`` is a cache directory, a list of them, or an already labelled index table
     (``attach_labels(...).rows``, possibly with permuted labels). ``augment="finetune"``
     yields ``repeats`` copies of every pair per epoch (copy 0 is the pair as cached).
+    With ``raw=True`` an item is (index, onset uint8, apex uint8, label); see prepare_batch.
     """
 
     def __init__(self, source, protocol: str | None = "demo", subjects=None, exclude_subjects=None,
                  kinds: Sequence[str] | None = ("micro",), augment: str | None = None, repeats: int = 10,
-                 mean=NORM_MEAN, std=NORM_STD, preload: bool = False, seed: int = 0):
+                 mean=NORM_MEAN, std=NORM_STD, preload: bool = False, seed: int = 0, raw: bool = False):
         rows, self.labelled = _rows_from(source, protocol, subjects, exclude_subjects, kinds)
         if "label" not in rows.columns:
             raise ValueError("PairDataset needs labelled rows: pass a protocol or attach_labels(...).rows")
@@ -242,6 +263,7 @@ class PairDataset(Dataset):
         self.repeats = repeats if augment == "finetune" else 1
         self.mean, self.std = tuple(mean), tuple(std)
         self.seed, self.epoch = seed, 0
+        self.raw = raw
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -250,37 +272,54 @@ class PairDataset(Dataset):
         return len(self.store) * self.repeats
 
     def __getitem__(self, i: int):
-        n = len(self.store)
-        k, copy = i % n, i // n
+        k = i % len(self.store)
         onset, apex = self.store.get(k)
-        if self.augment == "finetune" and copy > 0:
-            from train import augment
+        o, a = to_chw_u8(onset), to_chw_u8(apex)
+        if self.raw:
+            return i, o, a, int(self.labels[k])
+        x_o, x_a = self.prepare_batch(o[None], a[None], [i], self.epoch, "cpu")
+        return x_o[0], x_a[0], int(self.labels[k])
 
-            onset, apex = augment.finetune_augment(onset, apex, item_rng(self.seed, self.epoch, i))
-        x_o = normalize(to_tensor01(onset), self.mean, self.std)  # (3, H, W)
-        x_a = normalize(to_tensor01(apex), self.mean, self.std)
-        return x_o, x_a, int(self.labels[k])
+    def prepare_batch(self, onset_u8: torch.Tensor, apex_u8: torch.Tensor, indices, epoch: int,
+                      device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 (B, 3, H, W) onset / apex of items ``indices`` -> normalised float32 on
+        ``device``; copies 1.. of a pair get the mirror / rotation of (seed, epoch, index)."""
+        o, a = u8_to_01(onset_u8, device), u8_to_01(apex_u8, device)
+        if self.augment == "finetune":
+            n = len(self.store)
+            rngs = [item_rng(self.seed, epoch, i) if i // n > 0 else None for i in _indices(indices)]
+            if any(r is not None for r in rngs):
+                flips, angles = augment.draw_finetune_batch(rngs)
+                o, a = augment.finetune_batch(o, a, flips, angles)
+        return normalize(o, self.mean, self.std), normalize(a, self.mean, self.std)
 
 
 class PretrainDataset(Dataset):
     """Label-free pairs as expansion sets: item -> (onset_views, apex_views, apex_targets).
 
     onset_views, apex_views: (m, 3, H, W) normalised; apex_targets: (m, 3, H, W) in [0, 1],
-    the reconstruction targets (MOEXT.md, "Losses"). View 0 is the frame itself.
+    the apex views (MOEXT.md, "Losses"; L_re uses view 0, the set's own apex, by default).
+    View 0 is the frame itself; views 1..m-1 use ``ops_per_view`` operation(s) each.
+    With ``raw=True`` an item is (index, onset uint8, apex uint8); see prepare_batch.
     """
 
     def __init__(self, source, subjects=None, exclude_subjects=None,
                  kinds: Sequence[str] | None = ("micro", "macro"), views: int = 3,
-                 mean=NORM_MEAN, std=NORM_STD, preload: bool = False, seed: int = 0):
+                 mean=NORM_MEAN, std=NORM_STD, preload: bool = False, seed: int = 0, raw: bool = False,
+                 ops_per_view: int = augment.OPS_PER_VIEW):
         rows, _ = _rows_from(source, None, subjects, exclude_subjects, kinds)
         if len(rows) == 0:
             raise ValueError("no pre-training pairs left after selecting subjects and kinds "
                              f"(kinds={kinds}, excluded={sorted(exclude_subjects or [])[:5]})")
+        if views < 1:
+            raise ValueError(f"views (m) must be >= 1, got {views}")
         self.store = _PairStore(rows, preload)
         self.rows = self.store.rows
         self.views = views
+        self.ops_per_view = ops_per_view
         self.mean, self.std = tuple(mean), tuple(std)
         self.seed, self.epoch = seed, 0
+        self.raw = raw
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -289,10 +328,19 @@ class PretrainDataset(Dataset):
         return len(self.store)
 
     def __getitem__(self, i: int):
-        from train import augment
-
         onset, apex = self.store.get(i)
-        pairs = augment.expansion_views(onset, apex, self.views, item_rng(self.seed, self.epoch, i))
-        o = torch.stack([to_tensor01(a) for a, _ in pairs])  # (m, 3, H, W) in [0, 1]
-        a = torch.stack([to_tensor01(b) for _, b in pairs])
-        return normalize(o, self.mean, self.std), normalize(a, self.mean, self.std), a
+        o, a = to_chw_u8(onset), to_chw_u8(apex)
+        if self.raw:
+            return i, o, a
+        ov, av, t = self.prepare_batch(o[None], a[None], [i], self.epoch, "cpu")
+        return ov[0], av[0], t[0]
+
+    def prepare_batch(self, onset_u8: torch.Tensor, apex_u8: torch.Tensor, indices, epoch: int,
+                      device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """uint8 (n, 3, H, W) onset / apex of items ``indices`` -> onset_views, apex_views
+        (n, m, 3, H, W) normalised and apex_targets (n, m, 3, H, W) in [0, 1], on ``device``;
+        the views of item i use the parameters of (seed, epoch, i)."""
+        o, a = u8_to_01(onset_u8, device), u8_to_01(apex_u8, device)
+        rngs = [item_rng(self.seed, epoch, i) for i in _indices(indices)]
+        vo, va = augment.expand_views(o, a, augment.draw_view_batch(rngs, self.views, self.ops_per_view))
+        return normalize(vo, self.mean, self.std), normalize(va, self.mean, self.std), va

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from train import distributed
+
 A1 = 0.5  # weight of L_st (paper)
 A2 = 1.0  # weight of L_ss (paper)
 EPS = 0.3  # margin; the paper's range is [0.2, 0.5]
@@ -82,30 +84,52 @@ def as_sets(x_onset: torch.Tensor, x_apex: torch.Tensor, n: int, m: int) -> torc
     return torch.cat([x_onset.reshape(n, m, -1), x_apex.reshape(n, m, -1)], dim=1)
 
 
+RECON_TARGETS = ("apex", "views")
+
+
 def pretrain_losses(model, onset_views: torch.Tensor, apex_views: torch.Tensor, apex_targets: torch.Tensor,
-                    eps: float = EPS, a1: float = A1, a2: float = A2) -> dict[str, torch.Tensor]:
+                    eps: float = EPS, a1: float = A1, a2: float = A2,
+                    recon_target: str = "apex") -> dict[str, torch.Tensor]:
     """Run a MoExtPretrainer on one batch of expansion sets and return
     {"total", "re", "st", "ss"} (scalars; "total" carries the gradients).
 
-    onset_views, apex_views: (n, m, 3, H, W) normalised; apex_targets: (n, m, 3, H, W) in
-    [0, 1]. L_re is computed for every view pair (onset view j, apex view j -> apex view j)."""
+    onset_views, apex_views: (n, m, 3, H, W) normalised; apex_targets: (n, m, 3, H, W) apex
+    views in [0, 1]. F runs on all 2nm frames (L_st and L_ss use every instance).
+    L_re (``recon_target``):
+      "apex"  (the paper, Eq. 1): R(E(F(onset), F(apex)), T(onset)) of each set's own
+              onset/apex (view 0) against its apex, apex_targets[:, 0];
+      "views" (variant): every view pair j, against the augmented apex view j.
+    S-bar, the batch-mean shape feature of L_st, is taken over the GLOBAL batch under DDP
+    (train.distributed.global_mean, with gradients to every process's features)."""
     if onset_views.ndim != 5 or onset_views.shape != apex_views.shape or apex_views.shape != apex_targets.shape:
         raise ValueError(
             "expected onset_views, apex_views, apex_targets of one shape (n, m, 3, H, W); got "
             f"{tuple(onset_views.shape)}, {tuple(apex_views.shape)}, {tuple(apex_targets.shape)}"
         )
+    if recon_target not in RECON_TARGETS:
+        raise ValueError(f"recon_target must be one of {RECON_TARGETS}, got {recon_target!r}")
     n, m = onset_views.shape[:2]
-    out = model(onset_views.flatten(0, 1), apex_views.flatten(0, 1))  # dict of (n*m, ...)
-    l_re = reconstruction_loss(out["recon"], apex_targets.flatten(0, 1))
-    shapes = as_sets(out["S_o"], out["S_a"], n, m)          # (n, 2m, C)
-    textures = as_sets(out["T_o"], out["T_a"], n, m)        # (n, 2m, C)
+    s, t = model.separator(torch.cat([onset_views.flatten(0, 1), apex_views.flatten(0, 1)]))  # (2nm, C, 1, 1)
+    s_o, s_a, t_o, t_a = s[:n * m], s[n * m:], t[:n * m], t[n * m:]  # row i*m + j: set i, view j
+    if recon_target == "apex":
+        def first(x):                                           # view 0 of each set (a strided view)
+            return x.reshape(n, m, *x.shape[1:])[:, 0]
+        motion = model.motion(first(s_o), first(s_a))               # (n, C, 1, 1)
+        recon = model.reconstructor(motion, first(t_o))             # (n, 3, H, W)
+        target = apex_targets[:, 0]
+    else:
+        recon = model.reconstructor(model.motion(s_o, s_a), t_o)    # (n*m, 3, H, W)
+        target = apex_targets.flatten(0, 1)
+    l_re = reconstruction_loss(recon.float(), target.float())
+    shapes = as_sets(s_o, s_a, n, m)                        # (n, 2m, C)
+    textures = as_sets(t_o, t_a, n, m)                      # (n, 2m, C)
     c = shapes.shape[-1]
-    s_bar = shapes.reshape(-1, c).mean(dim=0, keepdim=True)  # (1, C), gradients flow through it
-    z = model.project(torch.cat([shapes.reshape(-1, c), textures.reshape(-1, c), s_bar]))  # (2*n*2m + 1, D)
+    s_bar = distributed.global_mean(shapes.reshape(-1, c))  # (1, C), gradients flow through it
+    z = model.project(torch.cat([shapes.reshape(-1, c), textures.reshape(-1, c), s_bar.to(shapes.dtype)]))
     k = n * 2 * m
-    z_shape = z[:k].reshape(n, 2 * m, -1)                   # (n, 2m, D)
-    z_texture = z[k:2 * k].reshape(n, 2 * m, -1)            # (n, 2m, D)
-    z_anchor = z[-1]                                        # (D,)
+    z_shape = z[:k].reshape(n, 2 * m, -1).float()           # (n, 2m, D)
+    z_texture = z[k:2 * k].reshape(n, 2 * m, -1).float()    # (n, 2m, D)
+    z_anchor = z[-1].float()                                # (D,)
     l_st = shape_texture_loss(z_shape, z_texture, z_anchor, eps)
     l_ss = shape_consistency_loss(z_shape, eps)
     return {"total": total_loss(l_re, l_st, l_ss, a1, a2), "re": l_re, "st": l_st, "ss": l_ss}

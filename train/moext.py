@@ -29,6 +29,11 @@ Parameter counts (scripts/model_info.py prints them): the recognition network ha
 ~17.5 M parameters at width 1.0 (trunk 11.2 M, shape branch 5.0 M, motion extractor 1.3 M,
 classifier C * classes) and ~4.4 M at width 0.5.
 
+Ablation (paper, Table 7, "without motion extractor"): ``MoExtConfig(motion_extractor=False)``
+builds both networks without E; M is then |S_a - S_o| itself (``motion_of``), fed straight to
+the classifier's FC (and to R in a pretrainer). ``without_motion_extractor`` turns a
+classifier started from a pre-training checkpoint with E into that variant.
+
 BatchNorm in the motion extractor sees (N, C, 1, 1) maps, i.e. statistics over the batch
 only: in training mode it needs at least 2 pairs per batch (use drop_last=True).
 """
@@ -43,8 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engines.contract import INPUT_SIZE, NORM_MEAN, NORM_STD
-from train.protocols import DEMO_3
+from core.contract import INPUT_SIZE, NORM_MEAN, NORM_STD
+from core.protocols import DEMO_3
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,9 @@ class MoExtConfig:
     dropout: float = 0.0  # before the classifier FC (our choice, MOEXT.md)
     proj_dim: int = 1024  # projection head hidden and output size (our choice, MOEXT.md)
     motion_kernel: int = 1  # 1 (our choice, 9x fewer weights) or 3 (same function on 1x1 maps)
+    # False: the paper's Table 7 ablation "without motion extractor": M = |S_a - S_o| goes
+    # straight to the classifier (and, in a pretrainer, to the reconstructor); no E weights.
+    motion_extractor: bool = True
 
     def __post_init__(self):
         self.class_names = tuple(str(c) for c in self.class_names)
@@ -77,7 +85,7 @@ class MoExtConfig:
         if len(self.class_names) != self.num_classes:
             raise ValueError(
                 f"MoExtConfig: num_classes={self.num_classes} but {len(self.class_names)} class_names "
-                f"{self.class_names}; pass matching num_classes and class_names (e.g. from train.protocols)"
+                f"{self.class_names}; pass matching num_classes and class_names (e.g. from core.protocols)"
             )
         if len(set(self.class_names)) != len(self.class_names):
             raise ValueError(f"MoExtConfig.class_names has duplicates: {self.class_names}")
@@ -87,6 +95,7 @@ class MoExtConfig:
             raise ValueError(f"MoExtConfig.motion_kernel must be 1 or 3, got {self.motion_kernel}")
         if self.input_size < 32:
             raise ValueError(f"MoExtConfig.input_size must be >= 32 (the trunk downsamples 32x), got {self.input_size}")
+        self.motion_extractor = bool(self.motion_extractor)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"MoExtConfig.dropout must be in [0, 1), got {self.dropout}")
 
@@ -289,6 +298,28 @@ class MotionExtractor(nn.Module):
         return self.c2(h)                           # (N, C, 1, 1)
 
 
+def motion_of(extractor: "MotionExtractor | None", s_onset, s_apex):
+    """M from the shape features: E(S_o, S_a), or |S_a - S_o| when the network has no motion
+    extractor (MoExtConfig.motion_extractor=False, the paper's Table 7 ablation)."""
+    if extractor is None:
+        return torch.abs(s_apex - s_onset)          # (N, C, 1, 1)
+    return extractor(s_onset, s_apex)               # (N, C, 1, 1)
+
+
+def without_motion_extractor(model: "MoExtClassifier") -> "MoExtClassifier":
+    """The same classifier with E removed (|S_a - S_o| straight to the FC): trunk, shape
+    branch and FC weights are kept (the FC maps C -> classes either way). What fine-tuning
+    uses for the "without motion extractor" ablation when it starts from a pre-training
+    checkpoint made with E."""
+    if model.motion is None:
+        return model
+    cfg = MoExtConfig.from_dict({**model.cfg.to_dict(), "motion_extractor": False})
+    out = MoExtClassifier(cfg)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("motion.")}
+    out.load_state_dict(state, strict=True)
+    return out.to(next(model.parameters()).device)
+
+
 def _up_conv(c_in: int, c_out: int, mode: str) -> nn.Sequential:
     """Upsample x2, Conv(c_out, 3x3, pad 1), BN, ReLU (one row of Table 2)."""
     return nn.Sequential(
@@ -371,7 +402,7 @@ class MoExtPretrainer(nn.Module):
             )
         self.cfg = cfg
         self.separator = FeatureSeparator(cfg, texture=True)
-        self.motion = MotionExtractor(cfg)
+        self.motion = MotionExtractor(cfg) if cfg.motion_extractor else None
         self.reconstructor = ApexReconstructor(cfg)
         self.projection = ProjectionHead(cfg.channels, cfg.proj_dim)
 
@@ -380,7 +411,7 @@ class MoExtPretrainer(nn.Module):
         s, t = self.separator(torch.cat([onset, apex], dim=0))  # (2N, C, 1, 1) each
         s_o, s_a = s[:n], s[n:]                     # (N, C, 1, 1)
         t_o, t_a = t[:n], t[n:]
-        m = self.motion(s_o, s_a)                   # (N, C, 1, 1)
+        m = motion_of(self.motion, s_o, s_a)        # (N, C, 1, 1)
         recon = self.reconstructor(m, t_o)          # (N, 3, 224, 224)
         return {"S_o": s_o, "T_o": t_o, "S_a": s_a, "T_a": t_a, "M": m, "recon": recon}
 
@@ -403,14 +434,14 @@ class MoExtClassifier(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.separator = FeatureSeparator(cfg, texture=False)
-        self.motion = MotionExtractor(cfg)
+        self.motion = MotionExtractor(cfg) if cfg.motion_extractor else None
         self.dropout = nn.Dropout(cfg.dropout)
         self.fc = nn.Linear(cfg.channels, cfg.num_classes)
 
     def motion_features(self, onset, apex):         # (N, 3, H, W) each
         n = onset.shape[0]
         s, _ = self.separator(torch.cat([onset, apex], dim=0))  # (2N, C, 1, 1)
-        return self.motion(s[:n], s[n:])            # (N, C, 1, 1)
+        return motion_of(self.motion, s[:n], s[n:])  # (N, C, 1, 1)
 
     def forward(self, onset, apex):                 # (N, 3, H, W) each
         m = self.motion_features(onset, apex).flatten(1)  # (N, C)
@@ -433,8 +464,8 @@ class MoExtClassifier(nn.Module):
             key = _strip_prefixes(k, ("module.", "_orig_mod."))
             if key in own:
                 take[key] = v
-            elif key.startswith(PRETRAIN_ONLY):
-                dropped += 1
+            elif key.startswith(PRETRAIN_ONLY) or (self.motion is None and key.startswith("motion.")):
+                dropped += 1  # parts this network does not have (E too in the no-motion-extractor ablation)
             else:
                 unexpected.append(k)
         bad = [f"{k}: {tuple(v.shape)} given vs {tuple(own[k].shape)} here"
@@ -497,7 +528,7 @@ def param_breakdown(cfg: MoExtConfig) -> dict[str, int]:
         "recognition": count_params(clf),
         "trunk": count_params(clf.separator.trunk),
         "shape_branch": count_params(clf.separator.shape),
-        "motion_extractor": count_params(clf.motion),
+        "motion_extractor": count_params(clf.motion),  # 0 without the motion extractor (ablation)
         "classifier_fc": count_params(clf.fc),
         "texture_branch": count_params(pre.separator.texture) if pre is not None else 0,
         "reconstructor": count_params(pre.reconstructor) if pre is not None else 0,

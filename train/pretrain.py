@@ -7,36 +7,41 @@ rebuilds the apex from the onset's texture and the motion, and is trained on
 
     L = L_re + 0.5 L_st + 1.0 L_ss                      (train/losses.py)
 
-Defaults are the paper's: batch 20 input sets, 30 epochs, Adam lr 1e-4, weight decay 1e-4,
-betas (0.9, 0.999). Labels are never read. The loop below is a plain epoch loop:
+Defaults are the paper's: micro + macro pairs (--kinds), views of one operation each
+(--view-ops 1), L_re on each set's own apex (--recon-target apex), global batch 20 input
+sets, 30 epochs, Adam lr 1e-4, weight decay 1e-4, betas (0.9, 0.999). Labels are never
+read. The loop below is a plain epoch loop:
 
-    for epoch: for batch: loss = pretrain_losses(...); backward; step
+    for epoch: for batch: decode (loader workers) -> views on the device -> loss = pretrain_losses(...);
+               backward; step
                log the epoch means, save the weights (safetensors) and a resume state
 
 Outputs in --out: pretrained.safetensors (train/checkpoint.py, kind "pretrainer", updated
-after every epoch), resume.pt (model + optimiser + epoch, read back with
-torch.load(weights_only=True) by --resume), log.jsonl (one line per epoch) and
+after every epoch), resume.pt (model + optimiser + RNG + epoch, written atomically, read
+back with torch.load(weights_only=True) by --resume), log.jsonl (one line per epoch) and
 pretrain.json (settings and "finished" once the last epoch is done).
 
 Runs on CPU or CUDA (mixed precision bf16/fp16 on CUDA), reproducible from --seed (the data
 order and augmentation of epoch e depend only on (seed, e), so a resumed run sees the same
-data), and on several GPUs or processes with torchrun (DistributedDataParallel):
+data; --deterministic for reproducible CUDA kernels), and on several GPUs or processes with
+torchrun (DistributedDataParallel; --batch-size is the global batch, S-bar of L_st and the
+logged losses are global, SyncBatchNorm on CUDA; train/distributed.py):
 
     python -m train.pretrain --cache cache/casme2 --cache cache/casme3 --out runs/pre
     python -m train.pretrain --cache cache/synth_train --width 0.25 --epochs 3 --out runs/pre_demo
     torchrun --nproc_per_node 4 -m train.pretrain --cache cache/casme2 --out runs/pre --device cuda
 
-The run-time helpers (device, mixed precision, DDP, loaders) are shared with train.finetune.
+The run-time helpers (device, mixed precision, DDP, loaders: train/distributed.py) are
+shared with train.finetune and train.loso.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -45,139 +50,56 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
 
 from train import losses
+from train.augment import OPS_PER_VIEW
 from train.cache import CacheError
+from train.checkpoint import load_resnet18_trunk, save_checkpoint
+from train.data import PretrainDataset, load_index, select_rows
+from train.distributed import (  # several re-exported: callers import them from train.pretrain
+    DistInfo,
+    GlobalBatchSampler,
+    amp_dtype,
+    atomic_torch_save,
+    autocast,
+    barrier,
+    default_workers,
+    grad_scaler,
+    init_distributed,
+    local_batch,
+    maybe_sync_batchnorm,
+    mean_across,
+    pick_device,  # noqa: F401
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    set_threads,
+    train_loader,
+    train_mode,
+    unwrap,
+)
+from train.moext import MoExtConfig, MoExtPretrainer
 from train.report import write_json
 
+KINDS = ("micro", "macro")  # the paper pre-trains on micro- AND macro-expressions
+
 # ---------------------------------------------------------------------------------------
-# run-time helpers (shared with train.finetune and train.loso)
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """"auto" -> cuda if available else cpu; "cuda" without a GPU is an error that says so."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda but torch sees no CUDA GPU (torch.cuda.is_available() is False); "
-                         "use --device cpu, or install a CUDA build of torch==2.13.0")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise SystemExit(f"error: --device must be cpu, cuda, cuda:N or auto, got {name!r}")
-    return torch.device(name)
-
-
-def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
-    """Autocast dtype: "auto" = bf16 on CUDA (fp16 where bf16 is unsupported), none on CPU."""
-    if amp not in ("auto", "bf16", "fp16", "off"):
-        raise SystemExit(f"error: --amp must be auto, bf16, fp16 or off, got {amp!r}")
-    if amp == "off":
-        return None
-    if device.type != "cuda":
-        if amp == "auto":
-            return None
-        if amp == "fp16":
-            raise SystemExit("error: --amp fp16 needs CUDA; use --amp bf16 or off on CPU")
-        return torch.bfloat16
-    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
-        return torch.float16
-    return torch.bfloat16
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:
-    """Loss scaling is needed for fp16 only (bf16 has fp32's range)."""
-    return torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16 and device.type == "cuda"))
-
-
-@dataclass
-class DistInfo:
-    """This process's place in a torchrun job (world 1 without torchrun)."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_name: str = "auto") -> tuple[DistInfo, torch.device]:
-    """Join the torchrun process group when WORLD_SIZE > 1: nccl on CUDA (one GPU per
-    process, LOCAL_RANK), gloo on CPU. Without torchrun: DistInfo() and pick_device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo(), pick_device(device_name)
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(device_name)
-    if device.type == "cuda":
-        device = torch.device("cuda", local)
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(rank, world, local), device
-
-
-def barrier(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
-        dist.barrier()
-
-
-def mean_across(info: DistInfo, values: dict[str, float], device: torch.device) -> dict[str, float]:
-    """Average a dict of floats over the processes of a DDP job."""
-    if not info.enabled:
-        return values
-    keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return {k: float(v) / info.world for k, v in zip(keys, t.tolist())}
-
-
-def set_threads(threads: int) -> None:
-    """torch intra-op threads (0 = torch's default). On a CPU shared with other jobs, 1
-    thread is often several times faster than 2 (no threads spinning at barriers)."""
-    if threads and threads > 0:
-        torch.set_num_threads(threads)
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
+# run-time helpers (shared with train.finetune and train.loso; the DDP ones live in train.distributed)
 
 
 def make_loader(ds: Dataset, batch_size: int, epoch: int, seed: int, info: DistInfo,
                 shuffle: bool = True, workers: int = 0, device: torch.device | None = None) -> DataLoader:
-    """A loader whose order depends only on (seed, epoch). Batches of 1 are avoided: the
-    motion extractor's BatchNorm sees (N, C, 1, 1) maps and needs N >= 2 in training."""
+    """A loader whose order depends only on (seed, epoch): ``batch_size`` is the GLOBAL batch,
+    each process gets its slice of every step (train.distributed.GlobalBatchSampler).
+    Batches of 1 are avoided: the motion extractor's BatchNorm sees (N, C, 1, 1) maps."""
     if hasattr(ds, "set_epoch"):
         ds.set_epoch(epoch)
-    n = len(ds) // info.world if info.enabled else len(ds)
-    bs = max(1, min(batch_size, n))
-    drop_last = shuffle and n % bs == 1  # never a last training batch of 1
-    if info.enabled:
-        sampler = DistributedSampler(ds, info.world, info.rank, shuffle=shuffle, seed=seed, drop_last=shuffle)
-        sampler.set_epoch(epoch)
-        kw = {"sampler": sampler}
-    else:
-        g = torch.Generator().manual_seed(seed * 100003 + epoch)
-        kw = {"shuffle": shuffle, "generator": g}
-    return DataLoader(ds, batch_size=bs, drop_last=drop_last, num_workers=workers,
+    sampler = GlobalBatchSampler(len(ds), batch_size, info, seed, shuffle=shuffle, min_local=2 if shuffle else 1)
+    sampler.set_epoch(epoch)
+    return DataLoader(ds, batch_sampler=sampler, num_workers=workers,
                       pin_memory=bool(device is not None and device.type == "cuda"),
-                      persistent_workers=False, **kw)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+                      generator=torch.Generator().manual_seed(seed))
 
 
 def append_jsonl(path: Path, record: dict) -> None:
@@ -188,8 +110,6 @@ def append_jsonl(path: Path, record: dict) -> None:
 
 
 def tqdm_bar(iterable, info: DistInfo, **kw):
-    from tqdm import tqdm
-
     return tqdm(iterable, disable=not info.is_main or kw.pop("quiet", False), leave=False, dynamic_ncols=True, **kw)
 
 
@@ -202,7 +122,7 @@ class PretrainConfig:
     """Pre-training schedule; defaults are the paper's (MOEXT.md, "Hyper-parameters")."""
 
     epochs: int = 30
-    batch_size: int = 20  # input sets (onset/apex pairs), each expanded to 2m images
+    batch_size: int = 20  # GLOBAL batch of input sets (onset/apex pairs), each expanded to 2m images
     lr: float = 1e-4
     weight_decay: float = 1e-4
     beta1: float = 0.9
@@ -212,56 +132,84 @@ class PretrainConfig:
     a1: float = losses.A1  # weight of L_st
     a2: float = losses.A2  # weight of L_ss
     seed: int = 0
-    workers: int = 0
+    workers: int = field(default_factory=default_workers)  # loader processes (decode only)
     device: str = "auto"
     amp: str = "auto"
     max_pairs: int = 0  # 0 = every pair; else a seeded subset (quick runs)
     preload: bool = False  # keep decoded crops in memory
     threads: int = 0  # torch CPU threads, 0 = default
+    ops_per_view: int = OPS_PER_VIEW  # operations per augmented view: 1 = the paper, 2 = older variant
+    recon_target: str = "apex"  # L_re target: "apex" = each set's own apex (paper), "views" = every view pair
+    kinds: str = ",".join(KINDS)  # expression kinds pre-trained on: "micro,macro" (paper) or "micro" (ablation)
+    deterministic: bool = False  # torch.use_deterministic_algorithms + cuDNN deterministic
+    freeze_bn: bool = False  # BatchNorm on running statistics (tiny per-process batches; the DDP test)
+    sync_bn: bool = True  # SyncBatchNorm across processes on CUDA under DDP (never on CPU)
+    trunk_weights: str = ""  # a user-supplied ImageNet ResNet-18 file to start the trunk from ("" = random init)
+
+
+def parse_kinds(kinds: str | Sequence[str]) -> tuple[str, ...]:
+    """"micro,macro" -> ("micro", "macro"); refuses anything else."""
+    out = tuple(k.strip() for k in (kinds.split(",") if isinstance(kinds, str) else kinds) if k.strip())
+    bad = [k for k in out if k not in KINDS]
+    if not out or bad:
+        raise ValueError(f"--kinds must be a comma-separated subset of {','.join(KINDS)}, got {kinds!r}")
+    return out
 
 
 class PretrainObjective(nn.Module):
     """The loss as a module, so DDP sees the whole computation (model + projection) in one forward."""
 
-    def __init__(self, model: nn.Module, eps: float, a1: float, a2: float):
+    def __init__(self, model: nn.Module, eps: float, a1: float, a2: float, recon_target: str = "apex"):
         super().__init__()
-        self.model, self.eps, self.a1, self.a2 = model, eps, a1, a2
+        self.model, self.eps, self.a1, self.a2, self.recon_target = model, eps, a1, a2, recon_target
 
     def forward(self, onset_views, apex_views, apex_targets):  # (n, m, 3, H, W) each
-        return losses.pretrain_losses(self.model, onset_views, apex_views, apex_targets, self.eps, self.a1, self.a2)
+        return losses.pretrain_losses(self.model, onset_views, apex_views, apex_targets, self.eps, self.a1, self.a2,
+                                      recon_target=self.recon_target)
 
 
-def pretrain_rows(cache_dirs, exclude_subjects: Sequence[str] = (), max_pairs: int = 0, seed: int = 0):
-    """Index rows used for pre-training: micro + macro pairs, minus excluded subjects."""
-    from train.data import load_index, select_rows
-
-    rows = select_rows(load_index(cache_dirs), exclude_subjects=exclude_subjects, kinds=("micro", "macro"))
+def pretrain_rows(cache_dirs, exclude_subjects: Sequence[str] = (), max_pairs: int = 0, seed: int = 0,
+                  kinds: str | Sequence[str] = KINDS):
+    """Index rows used for pre-training: pairs of ``kinds`` (micro + macro), minus excluded subjects."""
+    rows = select_rows(load_index(cache_dirs), exclude_subjects=exclude_subjects, kinds=parse_kinds(kinds))
     if max_pairs and len(rows) > max_pairs:
         keep = np.sort(np.random.default_rng(seed).choice(len(rows), size=max_pairs, replace=False))
         rows = rows.iloc[keep].reset_index(drop=True)
     return rows
 
 
+def save_resume_state(path: Path, model: nn.Module, opt, scaler, epoch: int, extra: dict | None = None) -> None:
+    """Atomic resume state (temp file, fsync, os.replace); torch.load(weights_only=True) reads it.
+    ``opt=None`` leaves the optimiser out (a finished run needs no more steps: 1/3 of the size)."""
+    atomic_torch_save({"model": unwrap(model).state_dict(), "optimizer": opt.state_dict() if opt else {},
+                       "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "epoch": int(epoch),
+                       "rng": rng_state(), **(extra or {})}, path)
+
+
 def pretrain(rows, out_dir: str | Path, width: float = 1.0, cfg: PretrainConfig | None = None,
              resume: bool = False, meta: dict | None = None, quiet: bool = False) -> Path:
-    """Pre-train a MoExtPretrainer on the index ``rows`` (micro + macro pairs) and return
+    """Pre-train a MoExtPretrainer on the index ``rows`` (those of ``cfg.kinds``) and return
     the path of pretrained.safetensors. Resumes from out_dir/resume.pt with ``resume``."""
-    from train.checkpoint import save_checkpoint
-    from train.data import PretrainDataset
-    from train.moext import MoExtConfig, MoExtPretrainer
-
     cfg = cfg or PretrainConfig()
     out = Path(out_dir)
     set_threads(cfg.threads)
     info, device = init_distributed(cfg.device)
     dtype = amp_dtype(device, cfg.amp)
     say = (lambda *a: None) if quiet or not info.is_main else (lambda *a: print(*a, flush=True))
+    local_batch(cfg.batch_size, info.world)
+    if cfg.recon_target not in losses.RECON_TARGETS:
+        raise ValueError(f"--recon-target must be one of {losses.RECON_TARGETS}, got {cfg.recon_target!r}")
+    kinds = parse_kinds(cfg.kinds)
+    rows = rows[rows["kind"].isin(kinds)].reset_index(drop=True)
 
     model_cfg = MoExtConfig(width=width)
-    seed_everything(cfg.seed)
-    model = MoExtPretrainer(model_cfg).to(device)
-    ds = PretrainDataset(rows, views=cfg.views, mean=model_cfg.mean, std=model_cfg.std,
-                         preload=cfg.preload, seed=cfg.seed)
+    seed_everything(cfg.seed, cfg.deterministic)
+    model = MoExtPretrainer(model_cfg)
+    if cfg.trunk_weights:
+        load_resnet18_trunk(model, cfg.trunk_weights)  # safe loading (safetensors / weights_only); width 1.0
+    model = model.to(device)
+    ds = PretrainDataset(rows, views=cfg.views, mean=model_cfg.mean, std=model_cfg.std, preload=cfg.preload,
+                         seed=cfg.seed, raw=True, ops_per_view=cfg.ops_per_view)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                            weight_decay=cfg.weight_decay)
     scaler = grad_scaler(device, dtype)
@@ -273,33 +221,40 @@ def pretrain(rows, out_dir: str | Path, width: float = 1.0, cfg: PretrainConfig 
         opt.load_state_dict(st["optimizer"])
         if st.get("scaler"):
             scaler.load_state_dict(st["scaler"])
+        if st.get("rng"):
+            set_rng_state(st["rng"])
         start = int(st["epoch"])
         say(f"pretrain: resuming {out} after epoch {start}/{cfg.epochs}")
     elif info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         log_path.unlink(missing_ok=True)
     settings = {"width": width, **asdict(cfg), "pairs": len(ds), "world_size": info.world,
-                "subjects": sorted(set(ds.rows["subject"])), "kinds": ds.rows["kind"].value_counts().to_dict(),
+                "local_batch": cfg.batch_size // info.world,
+                "subjects": sorted(set(ds.rows["subject"])), "kinds_used": ds.rows["kind"].value_counts().to_dict(),
                 "device": str(device), "amp": str(dtype).replace("torch.", "") if dtype else "off"}
     if info.is_main:
         write_json(out / "pretrain.json", {**settings, **(meta or {}), "finished": start >= cfg.epochs,
                                            "epochs_done": start})
-    say(f"pretrain: {len(ds)} pairs from {len(settings['subjects'])} subjects, width {width}, "
-        f"{cfg.epochs} epochs, batch {cfg.batch_size}, device {device}, amp {settings['amp']}, world {info.world}")
+    say(f"pretrain: {len(ds)} pairs ({settings['kinds_used']}) from {len(settings['subjects'])} subjects, "
+        f"width {width}, {cfg.epochs} epochs, global batch {cfg.batch_size} ({info.world} x "
+        f"{settings['local_batch']}), device {device}, amp {settings['amp']}")
 
-    objective = PretrainObjective(model, cfg.eps, cfg.a1, cfg.a2)
+    model = maybe_sync_batchnorm(model, info, device, cfg.sync_bn)
+    objective = PretrainObjective(model, cfg.eps, cfg.a1, cfg.a2, cfg.recon_target)
     if info.enabled:
         objective = nn.parallel.DistributedDataParallel(
             objective, device_ids=[device.index] if device.type == "cuda" else None)
+    loader, sampler = train_loader(ds, cfg.batch_size, cfg.seed, info, cfg.workers if start < cfg.epochs else 0,
+                                   device)
 
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
-        model.train()
-        loader = make_loader(ds, cfg.batch_size, epoch, cfg.seed, info, True, cfg.workers, device)
+        train_mode(objective, cfg.freeze_bn)
+        sampler.set_epoch(epoch)
         sums, steps = {"total": 0.0, "re": 0.0, "st": 0.0, "ss": 0.0}, 0
         bar = tqdm_bar(loader, info, desc=f"pretrain {epoch + 1}/{cfg.epochs}", unit="batch", quiet=quiet)
-        for onset_v, apex_v, target in bar:  # (n, m, 3, 224, 224) each
-            onset_v, apex_v, target = (x.to(device, non_blocking=True) for x in (onset_v, apex_v, target))
+        for idx, onset_u8, apex_u8 in bar:  # (n,), (n, 3, 224, 224) uint8 x2
+            onset_v, apex_v, target = ds.prepare_batch(onset_u8, apex_u8, idx, epoch, device)  # (n, m, 3, H, W)
             with autocast(device, dtype):
                 parts = objective(onset_v, apex_v, target)
             loss = parts["total"].float()
@@ -323,10 +278,7 @@ def pretrain(rows, out_dir: str | Path, width: float = 1.0, cfg: PretrainConfig 
             save_checkpoint(ckpt_path, unwrap(model), model_cfg,
                             meta={"phase": "pretrain", "epoch": epoch + 1, "epochs": cfg.epochs,
                                   "loss": means["total"], **(meta or {})})
-            tmp = state_path.with_name("resume.pt.tmp")
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                        "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "epoch": epoch + 1}, tmp)
-            os.replace(tmp, state_path)
+            save_resume_state(state_path, model, opt, scaler, epoch + 1)
             write_json(out / "pretrain.json", {**settings, **(meta or {}), "finished": epoch + 1 >= cfg.epochs,
                                                "epochs_done": epoch + 1, "last": record})
         say(f"pretrain epoch {epoch + 1}/{cfg.epochs}: loss {means['total']:.4f} (re {means['re']:.4f}, "
@@ -361,8 +313,11 @@ EXAMPLES = """examples:
   python -m train.pretrain --cache cache/synth_train --width 0.25 --epochs 3 --device cpu --out runs/pre_demo
   # resume after an interruption
   python -m train.pretrain --cache cache/casme2 --out runs/pretrain --resume
-  # several GPUs (DistributedDataParallel)
-  torchrun --nproc_per_node 4 -m train.pretrain --cache cache/casme2 --device cuda --out runs/pretrain
+  # several GPUs (DistributedDataParallel): the global batch of 20 is 5 pairs per GPU
+  torchrun --nproc_per_node 4 -m train.pretrain --cache cache/casme2 --cache cache/casme3 --device cuda --out runs/pretrain
+  # ablation: without macro-expressions; older view / reconstruction variants
+  python -m train.pretrain --cache cache/casme2 --cache cache/casme3 --kinds micro --out runs/pre_micro
+  python -m train.pretrain --cache cache/casme2 --view-ops 2 --recon-target views --out runs/pre_variant
 """
 
 
@@ -371,7 +326,9 @@ def add_common_args(ap: argparse.ArgumentParser, epochs: int = 30) -> None:
     d = PretrainConfig()
     ap.add_argument("--width", type=float, default=1.0, help="channel multiplier (1.0 = the paper's network)")
     ap.add_argument("--epochs", type=int, default=epochs, help=f"epochs (default {epochs})")
-    ap.add_argument("--batch-size", type=int, default=d.batch_size, help="onset/apex pairs per batch (default 20)")
+    ap.add_argument("--batch-size", type=int, default=d.batch_size,
+                    help="onset/apex pairs per optimisation step, the GLOBAL batch: under torchrun each of the W "
+                         "processes takes batch/W of them (W must divide it) (default 20)")
     ap.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (default 1e-4)")
     ap.add_argument("--weight-decay", type=float, default=d.weight_decay, help="Adam weight decay (default 1e-4)")
     ap.add_argument("--beta1", type=float, default=d.beta1, help="Adam beta1 (default 0.9)")
@@ -380,11 +337,37 @@ def add_common_args(ap: argparse.ArgumentParser, epochs: int = 30) -> None:
     ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     ap.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"),
                     help="mixed precision: auto = bf16 on CUDA, off on CPU")
-    ap.add_argument("--workers", type=int, default=0, help="data-loader worker processes (default 0)")
+    ap.add_argument("--workers", type=int, default=default_workers(),
+                    help="data-loader worker processes that decode crops; augmentation runs batched on the "
+                         f"training device (default min(4, CPU count) = {default_workers()}; 0 = in the main process)")
     ap.add_argument("--preload", action="store_true", help="keep decoded crops in memory")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch CPU threads (0 = default; 1 is fastest on a CPU shared with other jobs)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    ap.add_argument("--deterministic", action="store_true",
+                    help="reproducible kernels: torch.use_deterministic_algorithms(True), cudnn.deterministic, "
+                         "cudnn.benchmark off, CUBLAS_WORKSPACE_CONFIG=:4096:8 (slower on CUDA; CPU runs are "
+                         "reproducible without it)")
+    ap.add_argument("--freeze-bn", action="store_true",
+                    help="BatchNorm layers use (and keep) their running statistics instead of batch statistics "
+                         "(for tiny per-process batches; off by default, as in the paper)")
+    ap.add_argument("--no-sync-bn", dest="sync_bn", action="store_false",
+                    help="under torchrun on CUDA, keep per-GPU BatchNorm statistics (default: SyncBatchNorm, "
+                         "statistics over the global batch; CPU processes never sync)")
+
+
+def add_pretrain_args(ap: argparse.ArgumentParser) -> None:
+    """Pre-training flags whose defaults are the paper's; each deviation is named (train.loso uses them too)."""
+    d = PretrainConfig()
+    ap.add_argument("--kinds", default=d.kinds,
+                    help="expression kinds to pre-train on: micro,macro (default, the paper) or micro "
+                         "(the 'without macro-expressions' ablation)")
+    ap.add_argument("--view-ops", type=int, default=d.ops_per_view, choices=(1, 2),
+                    help="operations per augmented view: 1 (default, the paper: one of noise / contrast / grey "
+                         "per view) or 2 (older variant: two at once)")
+    ap.add_argument("--recon-target", default=d.recon_target, choices=losses.RECON_TARGETS,
+                    help="L_re target: apex (default, the paper: each set's own apex rebuilt from its original "
+                         "onset/apex) or views (variant: every view pair, the augmented apex as target)")
 
 
 def split_list(text: str | None) -> list[str]:
@@ -406,14 +389,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--a1", type=float, default=d.a1, help="weight of L_st (default 0.5)")
     ap.add_argument("--a2", type=float, default=d.a2, help="weight of L_ss (default 1.0)")
     ap.add_argument("--max-pairs", type=int, default=0, help="use a seeded subset of this many pairs (0 = all)")
+    ap.add_argument("--trunk-weights", default="", metavar="FILE",
+                    help="start the trunk from this ImageNet ResNet-18 file you supply (.safetensors, or .pt/.pth read "
+                         "with weights_only=True; torchvision key names; --width 1.0); nothing is downloaded")
+    add_pretrain_args(ap)
     args = ap.parse_args(argv)
     cfg = PretrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                          beta1=args.beta1, beta2=args.beta2, views=args.views, eps=args.margin, a1=args.a1, a2=args.a2,
                          seed=args.seed, workers=args.workers, device=args.device, amp=args.amp,
-                         max_pairs=args.max_pairs, preload=args.preload,
-                         threads=args.threads)
+                         max_pairs=args.max_pairs, preload=args.preload, threads=args.threads,
+                         ops_per_view=args.view_ops, recon_target=args.recon_target, kinds=args.kinds,
+                         deterministic=args.deterministic, freeze_bn=args.freeze_bn, sync_bn=args.sync_bn,
+                         trunk_weights=args.trunk_weights)
     try:
-        rows = pretrain_rows(args.cache, split_list(args.exclude_subjects), cfg.max_pairs, cfg.seed)
+        rows = pretrain_rows(args.cache, split_list(args.exclude_subjects), cfg.max_pairs, cfg.seed, cfg.kinds)
         path = pretrain(rows, args.out, args.width, cfg, resume=args.resume,
                         meta={"caches": [str(c) for c in args.cache],
                               "excluded_subjects": split_list(args.exclude_subjects)},

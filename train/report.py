@@ -11,10 +11,14 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import matplotlib
 import numpy as np
 import pandas as pd
 
-from train import metrics
+matplotlib.use("Agg")   # figures are written to files; no display is needed (or present)
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+
+from train import metrics  # noqa: E402
 
 PREDICTION_COLUMNS = ("dataset", "subject", "sample", "y_true", "y_pred", "true", "pred")
 
@@ -66,11 +70,6 @@ def evaluate_predictions(pred: pd.DataFrame, classes: Sequence[str]) -> dict:
 
 def save_confusion_png(cm: np.ndarray, classes: Sequence[str], path: str | Path, title: str = "") -> Path:
     """Row-normalised confusion matrix with counts in each cell (matplotlib, Agg backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     cm = np.asarray(cm)
     rows = cm.sum(axis=1, keepdims=True)
     frac = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
