@@ -2,7 +2,7 @@
 
 The pattern is DeepLabCut-Live's (dlclive/core/runner.py): a runner is built ready to
 run, turns one batch of inputs into one result, describes itself and closes. The
-``Recognizer`` (engines/recognizer.py) validates inputs against engines/contract.py and
+``Recognizer`` (engines/recognizer.py) validates inputs against core/contract.py and
 picks a runner; runners never see anything but valid batches.
 
 Every runner takes ALIGNED onset/apex crops as (N, 224, 224, 3) uint8 RGB numpy arrays
@@ -19,14 +19,14 @@ graph input fixed by engines/export.py: float32 NCHW RGB in 0..255, normalised i
 from __future__ import annotations
 
 import os
-import sys
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import platformdirs
 
-from engines.contract import INPUT_SIZE, NORM_MEAN, NORM_STD
+from core.contract import INPUT_SIZE, NORM_MEAN, NORM_STD
 
 # The one command that rebuilds any engine file, quoted in every refusal.
 BUILD_HINT = "python -m engines.build CHECKPOINT --engine {engine} --out {out}"
@@ -96,31 +96,13 @@ class Runner(ABC):
 def user_cache_dir(*parts: str) -> Path:
     """The project's folder in the user's cache dir (created), never the source tree.
 
-    MOEXT_CACHE_DIR overrides it; otherwise XDG_CACHE_HOME or ~/.cache on Linux,
-    ~/Library/Caches on macOS and %LOCALAPPDATA% on Windows."""
+    MOEXT_CACHE_DIR overrides it; otherwise platformdirs' user cache dir: XDG_CACHE_HOME or
+    ~/.cache on Linux, ~/Library/Caches on macOS and %LOCALAPPDATA% on Windows."""
     env = os.environ.get("MOEXT_CACHE_DIR")
-    if env:
-        base = Path(env)
-    elif sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "moext-live" / "Cache"
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches" / "moext-live"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "moext-live"
+    base = Path(env) if env else Path(platformdirs.user_cache_dir("moext-live", appauthor=False))
     path = base.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def physical_cores() -> int:
-    """Physical cores (ONNX Runtime and torch are fastest with one thread per core)."""
-    try:
-        import psutil
-
-        n = psutil.cpu_count(logical=False)
-    except Exception:
-        n = None
-    return max(1, n or os.cpu_count() or 1)
 
 
 __all__ = [
@@ -129,6 +111,5 @@ __all__ = [
     "EngineUnavailableError",
     "ModelInfo",
     "Runner",
-    "physical_cores",
     "user_cache_dir",
 ]

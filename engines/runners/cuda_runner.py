@@ -11,6 +11,9 @@ So the runner:
 4. at run time pads a batch up to the nearest captured size, copies the uint8 crops in
    through pinned memory, replays, and returns the first N rows (eval-mode BatchNorm is
    per sample, so padding rows never change real rows).
+5. serialises callers: the graphs read static buffers and write static outputs, so run()
+   and close() take the runner's lock (engines/runners/exclusive.py); threads sharing one
+   recogniser queue and each gets its own batch's result.
 
 ``compile=True`` additionally runs the network through torch.compile
 (mode "max-autotune-no-cudagraphs": we capture graphs ourselves) with inductor's
@@ -28,6 +31,7 @@ import torch
 from torch import nn
 
 from engines.runners import EngineUnavailableError, ModelInfo, Runner, user_cache_dir
+from engines.runners.exclusive import one_call_at_a_time
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +123,7 @@ class CudaRunner(Runner):
             return out[:n].cpu().numpy()
         return self.net(self.static_in[0][:n], self.static_in[1][:n]).cpu().numpy()
 
+    @one_call_at_a_time  # static buffers and graphs: one caller at a time
     def run(self, onset: np.ndarray, apex: np.ndarray) -> np.ndarray:
         step = max(self.batch_sizes)
         if len(onset) <= step:
@@ -129,6 +134,7 @@ class CudaRunner(Runner):
         return {"torch": torch.__version__, "cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(self.device),
                 "batch_sizes": list(self.batch_sizes), "cuda_graphs": self.cuda_graphs, "torch_compile": self.compiled}
 
+    @one_call_at_a_time  # never free the graphs under a running replay
     def close(self) -> None:
         self.graphs.clear()
         self.net = None

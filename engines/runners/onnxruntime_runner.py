@@ -11,8 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.contract import to_nchw_float
-from engines.runners import BUILD_HINT, EngineError, EngineUnavailableError, Runner, physical_cores
+from core.contract import to_nchw_float
+from core.machine import physical_cores
+from engines.runners import BUILD_HINT, EngineError, Runner
+from engines.export import info_from_props
+import onnxruntime as ort
 
 INPUT_NAMES = ("onset", "apex")
 OUTPUT_NAME = "probs"
@@ -42,12 +45,6 @@ class OrtRunner(Runner):
 
     def __init__(self, path: str | Path, *, threads: int | None = None, providers: list[str] | None = None,
                  spin: bool = True) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise EngineUnavailableError("onnxruntime is not installed: pip install onnxruntime==1.32.0") from None
-        from engines.export import info_from_props
-
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such ONNX file; build one with "
@@ -82,7 +79,6 @@ class OrtRunner(Runner):
         return np.asarray(probs, dtype=np.float32)
 
     def describe(self) -> dict:
-        import onnxruntime as ort
 
         return {"onnxruntime": ort.__version__, "threads": self.threads, "providers": self.session.get_providers(),
                 "file": str(self.path)}

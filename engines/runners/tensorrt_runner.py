@@ -11,6 +11,10 @@ Execution follows the TensorRT >= 10 name-based API: set_input_shape for the bat
 set_tensor_address with torch CUDA tensors as buffers, execute_async_v3 on torch's
 current CUDA stream. Inputs are always float32 NCHW 0..255 (FP16 and INT8 plans keep
 fp32 inputs/outputs), output float32 (N, C).
+
+The one execution context holds per-launch state (input shapes, tensor addresses), so
+run() and close() take the runner's lock (engines/runners/exclusive.py): threads sharing
+one recogniser queue, and each gets its own batch's result.
 """
 from __future__ import annotations
 
@@ -20,6 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from engines.runners import BUILD_HINT, EngineError, EngineUnavailableError, ModelInfo, Runner
+from engines.runners.exclusive import one_call_at_a_time
+import torch
+from engines.runners.torch_runner import pairs_to_tensor
 
 METADATA_VERSION = 1
 REQUIRED_KEYS = ("format", "tensorrt_version", "gpu_name", "compute_capability", "precision", "input_size",
@@ -81,7 +88,6 @@ def model_info_from_metadata(meta: dict, where: str) -> ModelInfo:
 
 def installed_gpu(device: str = "cuda") -> tuple[str, str]:
     """(GPU name, compute capability "major.minor") of ``device``."""
-    import torch
 
     major, minor = torch.cuda.get_device_capability(device)
     return torch.cuda.get_device_name(device), f"{major}.{minor}"
@@ -98,7 +104,6 @@ class TensorRTRunner(Runner):
         except ImportError:
             raise EngineUnavailableError("TensorRT is not installed (pip install 'moext-live[tensorrt]' on a machine "
                                          "that reaches NVIDIA's package index); use the cuda or onnx engine") from None
-        import torch
 
         if not torch.cuda.is_available():
             raise EngineUnavailableError("a TensorRT plan needs an NVIDIA GPU (torch.cuda.is_available() is False)")
@@ -130,11 +135,8 @@ class TensorRTRunner(Runner):
         self.plan = plan
         self.trt_version = trt.__version__
 
+    @one_call_at_a_time  # one execution context: its shapes and addresses are per-launch state
     def run(self, onset: np.ndarray, apex: np.ndarray) -> np.ndarray:
-        import torch
-
-        from engines.runners.torch_runner import pairs_to_tensor
-
         n = len(onset)
         with torch.cuda.device(self.device):
             on = pairs_to_tensor(onset, self.device)  # (N, 3, S, S) float32 0..255, contiguous
@@ -154,5 +156,6 @@ class TensorRTRunner(Runner):
         return {"tensorrt": self.trt_version, "gpu": self.meta.get("gpu_name"), "max_batch": self.max_batch,
                 "plan": str(self.plan)}
 
+    @one_call_at_a_time  # never free the context under a running launch
     def close(self) -> None:
         self.context = self.engine = self.runtime = None
