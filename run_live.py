@@ -5,10 +5,10 @@
     python run_live.py --sample --headless --record out/annotated.mp4 --events out/events.jsonl --signal out/signal.csv
     python run_live.py --help
 
-Everything happens in realtime.cli (argument parsing and the loop) and
-realtime.pipeline (the live path).
+Everything happens in realtime.frontends.cli (argument parsing and the loop) and
+realtime.stages.pipeline (the live path).
 """
-from realtime.cli import main
+from realtime.frontends.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

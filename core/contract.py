@@ -39,7 +39,7 @@ def check_pairs(onset: np.ndarray, apex: np.ndarray, size: int = INPUT_SIZE) -> 
         if arr.ndim != 4 or arr.shape[1:] != (size, size, 3):
             raise InputContractError(
                 f"{name}: expected shape (N, {size}, {size}, 3) or ({size}, {size}, 3), got {arr.shape}; "
-                "align faces with realtime.face.align_sample first"
+                "align faces with core.face.align_sample first"
             )
         out.append(np.ascontiguousarray(arr))
     if out[0].shape[0] != out[1].shape[0]:

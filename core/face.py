@@ -1,7 +1,7 @@
 """Shared face module: detection, 68-point landmarks and alignment (DATASETS.md).
 
 Used unchanged by training (train.cache), offline prediction (engines.predict) and the
-live path (realtime.tracker), so a crop means the same thing everywhere.
+live path (realtime.stages.tracker), so a crop means the same thing everywhere.
 
 Alignment: five dlib landmarks (indices 7, 8 chin; 24 brow; 39, 42 inner eye corners:
 the paper's "8th, 9th, 25th, 40th and 43rd" counted from 1) are mapped by a similarity
@@ -42,9 +42,14 @@ import threading
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import cv2
+import dlib
 import numpy as np
+
+from core import assets
+from core.contract import bgr_to_rgb
 
 CROP_SIZE = 224
 ALIGN_INDICES = (7, 8, 24, 39, 42)
@@ -171,8 +176,6 @@ class FaceBox:
         return inter / union if union > 0 else 0.0
 
     def to_dlib(self):
-        import dlib
-
         return dlib.rectangle(int(round(self.left)), int(round(self.top)),
                               int(round(self.right)), int(round(self.bottom)))
 
@@ -218,8 +221,6 @@ def dlib_predictor_path() -> Path:
 @functools.lru_cache(maxsize=1)
 def _hog_detector():
     """dlib's frontal HOG detector, built once per process (~1-2 s to deserialise)."""
-    import dlib
-
     return dlib.get_frontal_face_detector()
 
 
@@ -243,8 +244,6 @@ class DlibDetector:
 def _shape_predictor(path: str):
     """Load a dlib shape predictor once per process (the 68-point file is 100 MB and takes
     ~1 s to read); instances share it, as prediction does not modify it."""
-    import dlib
-
     try:
         return dlib.shape_predictor(path)
     except RuntimeError as e:
@@ -296,6 +295,18 @@ def warp_face(image: np.ndarray, transform: np.ndarray, size: int = CROP_SIZE) -
     """Apply an alignment transform: (size, size, 3) crop, same channel order as the input."""
     return cv2.warpAffine(ensure_bgr(image), np.asarray(transform, np.float64), (size, size),
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def align_pair(onset: np.ndarray, apex: np.ndarray, transform: np.ndarray, *,
+               apex_transform: np.ndarray | None = None, size: int = CROP_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """The recogniser's input pair (core.contract): onset and apex warped with the ONSET's
+    alignment (DATASETS.md), RGB uint8, (size, size, 3) each. Images are BGR.
+
+    ``apex_transform``: the same alignment in the apex image's own pixel coordinates, when
+    the two images are different regions cut from the frame (default: ``transform``)."""
+    a = warp_face(onset, transform, size)
+    b = warp_face(apex, transform if apex_transform is None else apex_transform, size)
+    return bgr_to_rgb(a), bgr_to_rgb(b)
 
 
 def transform_points(points: np.ndarray, transform: np.ndarray) -> np.ndarray:
@@ -430,7 +441,7 @@ def roll_degrees(landmarks68: np.ndarray) -> float:
 
 # ---------------------------------------------------------------------------------------
 # MediaPipe models (STACK.md): the two .tflite files from the mediapipe 0.10.21 wheel,
-# bundled in realtime/assets (Apache-2.0, see assets/MODELS.md).
+# bundled in core/assets (Apache-2.0, see assets/MODELS.md).
 
 BLAZEFACE_MODEL = "face_detection_short_range.tflite"
 MESH_MODEL = "face_landmark.tflite"
@@ -438,15 +449,13 @@ MESH_MODEL = "face_landmark.tflite"
 
 def mediapipe_model_path(name: str) -> Path:
     """Locate a bundled MediaPipe model file, or say how to restore it."""
-    from realtime import assets
-
     p = assets.ASSETS_DIR / name
     if not p.is_file():
         raise FaceModelError(
             f"MediaPipe model {name} is missing from {assets.ASSETS_DIR}. Restore it from the "
             f"repository, or take it from the mediapipe 0.10.21 wheel: pip download --no-deps "
             f"--only-binary=:all: mediapipe==0.10.21, unzip, and copy "
-            f"mediapipe/modules/*/{name} there (see realtime/assets/MODELS.md)"
+            f"mediapipe/modules/*/{name} there (see core/assets/MODELS.md)"
         )
     return p
 
@@ -480,11 +489,13 @@ def square_tiles(height: int, width: int) -> list[tuple[int, int, int]]:
 
 
 def _nms(dets: list[BlazeFaceDetection], iou: float) -> list[BlazeFaceDetection]:
-    keep: list[BlazeFaceDetection] = []
-    for d in sorted(dets, key=lambda d: -d.score):
-        if all(d.box.iou(k.box) <= iou for k in keep):
-            keep.append(d)
-    return keep
+    """Greedy non-maximum suppression (OpenCV's): best score first, a box overlapping a kept
+    one by IoU > ``iou`` is dropped."""
+    if not dets:
+        return []
+    boxes = [(d.box.left, d.box.top, d.box.width, d.box.height) for d in dets]
+    keep = cv2.dnn.NMSBoxes(boxes, [float(d.score) for d in dets], 0.0, iou)
+    return [dets[i] for i in np.asarray(keep, dtype=int).reshape(-1)]
 
 
 log = logging.getLogger(__name__)
@@ -588,8 +599,10 @@ class MediaPipeDetector:
         path = Path(model_path) if model_path else mediapipe_model_path(BLAZEFACE_MODEL)
         if not path.is_file():
             raise FaceModelError(f"{path}: BlazeFace model file not found; pass the path of "
-                                 f"{BLAZEFACE_MODEL} (see realtime/assets/MODELS.md)")
+                                 f"{BLAZEFACE_MODEL} (see core/assets/MODELS.md)")
         with native_log_filter():
+            # imported here: its C++ start-up banner is filtered, and the 0.9 s import is
+            # paid only by those who detect with BlazeFace (training and the tools never do)
             import mediapipe as mp
             from mediapipe.tasks.python import BaseOptions, vision
 
@@ -602,7 +615,7 @@ class MediaPipeDetector:
                 self._det = vision.FaceDetector.create_from_options(options)
             except Exception as e:  # the Tasks API raises RuntimeError/ValueError variants
                 raise FaceModelError(f"{path}: could not load as a MediaPipe face detector ({e}); "
-                                     f"restore {BLAZEFACE_MODEL} (see realtime/assets/MODELS.md)") from None
+                                     f"restore {BLAZEFACE_MODEL} (see core/assets/MODELS.md)") from None
         self._seen_sizes: set[tuple[int, int]] = set()
         self._finalizer = weakref.finalize(self, _close_task, self._det)
         self._mp = mp
@@ -627,12 +640,19 @@ class MediaPipeDetector:
             out.append(BlazeFaceDetection(box, kp, box.score))
         return out
 
-    def detect_blazeface(self, image: np.ndarray) -> list[BlazeFaceDetection]:
-        """Raw BlazeFace detections (its own box convention), largest first."""
+    def detect_blazeface(self, image: np.ndarray, tiles: Iterable[int] | None = None) -> list[BlazeFaceDetection]:
+        """Raw BlazeFace detections (its own box convention), largest first.
+
+        ``tiles``: which of the frame's square tiles (``square_tiles``, by index modulo
+        their number) to run besides the full frame; None: all of them (when ``tiles`` was
+        set at construction). A tracker re-checking a face it follows runs one tile per
+        call in rotation, so the tiles' cost is spread over frames."""
         rgb = cv2.cvtColor(ensure_bgr(image), cv2.COLOR_BGR2RGB)
         dets = self._run(rgb)
         if self.tiles:
-            for x0, y0, side in square_tiles(*rgb.shape[:2]):
+            every = square_tiles(*rgb.shape[:2])
+            chosen = every if tiles is None or not every else [every[i % len(every)] for i in sorted(set(tiles))]
+            for x0, y0, side in chosen:
                 margin = 0.02 * side
                 for d in self._run(rgb[y0:y0 + side, x0:x0 + side], x0, y0):
                     b = d.box
@@ -646,9 +666,13 @@ class MediaPipeDetector:
             dets = _nms(dets, 0.3)
         return sorted(dets, key=lambda d: -d.box.area)
 
-    def detect(self, image: np.ndarray) -> list[FaceBox]:
-        """Faces in the HOG convention, largest first."""
-        return [BLAZEFACE_TO_HOG.apply(d.box) for d in self.detect_blazeface(image)]
+    def detect(self, image: np.ndarray, tiles: Iterable[int] | None = None) -> list[FaceBox]:
+        """Faces in the HOG convention, largest first (``tiles``: see ``detect_blazeface``)."""
+        return [BLAZEFACE_TO_HOG.apply(d.box) for d in self.detect_blazeface(image, tiles)]
+
+    def tile_count(self, height: int, width: int) -> int:
+        """How many tiles a full ``detect`` runs on a frame of this size (0: none)."""
+        return len(square_tiles(height, width)) if self.tiles else 0
 
     def close(self) -> None:
         self._finalizer()
@@ -691,19 +715,16 @@ class FaceMesh:
         path = Path(model_path) if model_path else mediapipe_model_path(MESH_MODEL)
         if not path.is_file():
             raise FaceModelError(f"{path}: face mesh model file not found; pass the path of "
-                                 f"{MESH_MODEL} (see realtime/assets/MODELS.md)")
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:
-            raise FaceModelError("the 468-point mesh runs under ai-edge-litert, which is not "
-                                 "installed: pip install ai-edge-litert==2.3.0 (extra 'faces')") from None
+                                 f"{MESH_MODEL} (see core/assets/MODELS.md)")
+        # imported here: 0.5 s paid only by those who run the mesh
+        from ai_edge_litert.interpreter import Interpreter
         try:
             with native_log_filter():   # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
                 self._it = Interpreter(model_path=str(path), num_threads=num_threads)
                 self._it.allocate_tensors()
         except Exception as e:
             raise FaceModelError(f"{path}: could not load as a TFLite model ({e}); restore "
-                                 f"{MESH_MODEL} (see realtime/assets/MODELS.md)") from None
+                                 f"{MESH_MODEL} (see core/assets/MODELS.md)") from None
         self._in = self._it.get_input_details()[0]["index"]
         outs = {tuple(o["shape"]): o["index"] for o in self._it.get_output_details()}
         self._out_mesh, self._out_flag = outs[(1, 1, 1, 1404)], outs[(1, 1, 1, 1)]

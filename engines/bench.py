@@ -10,73 +10,75 @@ conversion included -- on aligned face pairs from the bundled sample video:
 It prints a markdown table with the machine's description and writes the same as JSON.
 
 By default the network is full width (1.0) with random weights, which is fine for
-timing; --checkpoint times real weights. CI machines are shared, so the table also has
-the best call (min) and the process CPU time per call, and the load average before and
-after is recorded: a busy neighbour shows up as p50 >> min, and with --threads 1 the CPU
-time is close to what an idle core would take.
+timing; --checkpoint times real weights (``random_classifier`` / ``random_checkpoint``
+here are the one random-init benchmark network; realtime.bench --width loads it too).
+CI machines are shared, so the table also has the best call (min) and the process CPU
+time per call, and the load average before and after is recorded: a busy neighbour
+shows up as p50 >> min, and with --threads 1 the CPU time is close to what an idle
+core would take.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import json
 import logging
-import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
+import torch
+
+from core.machine import describe, load_average
+from core.stats import percentiles
+from engines.export import export_onnx, load_checkpoint_graph
+from engines.quantize import quantize_qdq, video_pairs
+from engines.recognizer import Recognizer
+from engines.runners import ModelInfo, user_cache_dir
+from engines.runners.cuda_runner import CudaRunner
+from engines.runners.onnxruntime_runner import OrtRunner
+from engines.runners.torch_runner import TorchRunner
+from train.checkpoint import save_checkpoint
+from train.moext import MoExtClassifier, MoExtConfig, RecognitionGraph, count_params
 
 log = logging.getLogger("engines.bench")
 
 ALL_ENGINES = ("torch", "onnx", "onnx-int8", "cuda", "tensorrt")
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine() -> dict:
-    """What the numbers were measured on."""
-    import onnxruntime as ort
-    import torch
-
-    from engines.runners import physical_cores
-
-    d = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": cpu_model(),
-        "cores_physical": physical_cores(),
-        "cores_logical": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "onnxruntime": ort.__version__,
-        "gpu": None,
-        "cuda": torch.version.cuda,
-        "tensorrt": None,
-    }
-    if torch.cuda.is_available():
-        d["gpu"] = torch.cuda.get_device_name(0)
-        d["compute_capability"] = "%d.%d" % torch.cuda.get_device_capability(0)
-    try:
-        import tensorrt
-
-        d["tensorrt"] = tensorrt.__version__
-    except ImportError:
-        pass
-    if hasattr(os, "getloadavg"):
-        d["loadavg_1min"] = round(os.getloadavg()[0], 2)
+    """What the numbers were measured on: core.machine.describe() plus the engine runtimes
+    (onnxruntime, TensorRT) and the 1-minute load average now."""
+    d = describe()
+    d["onnxruntime"] = ort.__version__
+    d["tensorrt"] = d["libraries"].get("tensorrt")
+    load = load_average()
+    if load is not None:
+        d["loadavg_1min"] = load["1min"]
     return d
+
+
+def random_classifier(width: float, seed: int = 0) -> tuple[MoExtClassifier, MoExtConfig]:
+    """A MoExt classifier of ``width`` with seeded random weights, in eval mode. Latency
+    depends on the architecture, not on the weights, so this times the network of that
+    width faithfully; its labels mean nothing."""
+    torch.manual_seed(seed)
+    cfg = MoExtConfig(width=width)
+    return MoExtClassifier(cfg).eval(), cfg
+
+
+def random_checkpoint(width: float, seed: int = 0) -> Path:
+    """``random_classifier(width, seed)`` saved as a checkpoint, made once into the user's
+    cache dir (what the live-path benchmark, realtime.bench, loads for --width)."""
+    path = user_cache_dir("bench") / f"moext-random-w{width:g}-seed{seed}.safetensors"
+    if path.is_file():
+        return path
+    model, cfg = random_classifier(width, seed)
+    return save_checkpoint(path, model, cfg, meta={"weights": "random init (latency benchmark only)", "seed": seed})
 
 
 def time_recognizer(rec, onset: np.ndarray, apex: np.ndarray, repeats: int, batch: int, batch_repeats: int) -> dict:
@@ -98,44 +100,34 @@ def time_recognizer(rec, onset: np.ndarray, apex: np.ndarray, repeats: int, batc
         t = time.perf_counter()
         rec.predict(big_on, big_ap)
         big.append(time.perf_counter() - t)
+    lat_s = percentiles(lat, (50, 99))
     return {
-        "p50_ms": float(np.percentile(lat, 50)),
-        "p99_ms": float(np.percentile(lat, 99)),
+        "p50_ms": lat_s["p50"],
+        "p99_ms": lat_s["p99"],
         "min_ms": float(np.min(lat)),
         # CPU time of this process per call (all its threads): with one thread, the latency an idle core would give.
-        "cpu_ms": float(np.median(cpu)),
+        "cpu_ms": percentiles(cpu, (50,))["p50"],
         "batch": batch,
-        "pairs_per_s": float(batch / np.median(big)),
+        "pairs_per_s": float(batch / percentiles(big, (50,))["p50"]),
     }
 
 
 def build_recognizers(graph, info, engines: list[str], tmp: Path, *, threads: int | None, plan: Path | None,
                       calib_pairs, spin: bool, compile: bool):
     """Yield (label, Recognizer or None, note) for each engine asked for."""
-    import torch
-
-    from engines.export import export_onnx
-    from engines.recognizer import Recognizer
-
     fp32_onnx = None
     for name in engines:
         try:
             if name == "torch":
-                from engines.runners.torch_runner import TorchRunner
-
                 yield "eager torch fp32 (cpu)", Recognizer(TorchRunner(copy.deepcopy(graph), info, threads=threads)), ""
                 if torch.cuda.is_available():
                     yield "eager torch fp32 (cuda)", Recognizer(TorchRunner(copy.deepcopy(graph), info, "cuda")), ""
             elif name in ("onnx", "onnx-int8"):
-                from engines.runners.onnxruntime_runner import OrtRunner
-
                 if fp32_onnx is None:
                     fp32_onnx = export_onnx(copy.deepcopy(graph), info, tmp / "fp32.onnx")
                 if name == "onnx":
                     yield "onnxruntime fp32", Recognizer(OrtRunner(fp32_onnx, threads=threads, spin=spin)), ""
                 else:
-                    from engines.quantize import quantize_qdq
-
                     int8 = quantize_qdq(fp32_onnx, tmp / "int8.onnx", *calib_pairs, target="cpu")
                     yield "onnxruntime int8 (u8s8 Q/DQ)", Recognizer(OrtRunner(int8, threads=threads, spin=spin)), ""
                     # The TensorRT-style graph (symmetric int8 activations, float bias) on the same CPU.
@@ -146,13 +138,9 @@ def build_recognizers(graph, info, engines: list[str], tmp: Path, *, threads: in
                 if not torch.cuda.is_available():
                     yield "cuda fp16 graphs", None, "no CUDA GPU"
                     continue
-                from engines.runners.cuda_runner import CudaRunner
-
                 yield "cuda fp16 graphs", Recognizer(CudaRunner(copy.deepcopy(graph), info, compile=compile)), ""
             elif name == "tensorrt":
-                try:
-                    import tensorrt  # noqa: F401
-                except ImportError:
+                if importlib.util.find_spec("tensorrt") is None:   # optional: look, do not import
                     yield "tensorrt", None, "TensorRT not installed"
                     continue
                 if plan is None:
@@ -211,12 +199,6 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    import torch
-
-    from engines.quantize import video_pairs
-    from engines.runners import ModelInfo
-    from engines.runners.torch_runner import TorchRunner
-
     engines = [e.strip() for e in a.engines.split(",") if e.strip()]
     unknown = set(engines) - set(ALL_ENGINES)
     if unknown:
@@ -224,15 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.checkpoint:
-        from engines.export import load_checkpoint_graph
-
         graph, info = load_checkpoint_graph(a.checkpoint)
     else:
-        from train.moext import MoExtClassifier, MoExtConfig, RecognitionGraph, count_params
-
-        torch.manual_seed(0)
-        cfg = MoExtConfig(width=a.width)
-        clf = MoExtClassifier(cfg).eval()
+        clf, cfg = random_classifier(a.width)
         graph = RecognitionGraph(clf).eval()
         info = ModelInfo(classes=cfg.class_names, width=cfg.width, checkpoint_hash="random-init",
                          input_size=cfg.input_size, mean=cfg.mean, std=cfg.std, params=count_params(clf),
@@ -259,8 +235,9 @@ def main(argv: list[str] | None = None) -> int:
                             "max_abs_diff": diff, **t, "info": {k: v for k, v in rec.info().items()
                                                                   if k not in ("classes",)}})
             rec.close()
-    if hasattr(os, "getloadavg"):
-        mach["loadavg_after"] = round(os.getloadavg()[0], 2)
+    load = load_average()
+    if load is not None:
+        mach["loadavg_after"] = load["1min"]
     table = markdown(results, mach)
     print(table)
     a.out.parent.mkdir(parents=True, exist_ok=True)

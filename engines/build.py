@@ -24,6 +24,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+from engines.quantize import video_pairs
+from engines.export import export_onnx, load_checkpoint_graph
+from engines.quantize import median_latency_ms
+from engines.runners.torch_runner import TorchRunner
+from engines.quantize import calibration_pairs, parity_report, quantize_qdq, split_pairs
+from engines.runners.onnxruntime_runner import OrtRunner
+from engines.tensorrt_build import build_plan
+from engines.runners.tensorrt_runner import TensorRTRunner
+import copy
+from engines.runners.cuda_runner import CudaRunner
+from engines.runners import EngineError
 
 log = logging.getLogger("engines.build")
 
@@ -40,7 +51,6 @@ def default_out(checkpoint: Path, engine: str, precision: str) -> Path:
 
 
 def _face_pairs(n: int = 8):
-    from engines.quantize import video_pairs
 
     return video_pairs(n_pairs=n)
 
@@ -54,9 +64,6 @@ def _verify(runner, reference, onset, apex, precision: str) -> float:
 
 
 def build(a: argparse.Namespace) -> int:
-    from engines.export import export_onnx, load_checkpoint_graph
-    from engines.quantize import median_latency_ms
-    from engines.runners.torch_runner import TorchRunner
 
     precision = a.precision or DEFAULT_PRECISION[a.engine]
     if precision not in ALLOWED_PRECISION[a.engine]:
@@ -67,12 +74,10 @@ def build(a: argparse.Namespace) -> int:
     t0 = time.perf_counter()
 
     if a.engine == "tensorrt":
-        from engines.tensorrt_build import build_plan
 
         build_plan(a.checkpoint, out, precision=precision, max_batch=a.max_batch, opt_batch=a.opt_batch,
                    calib=a.calib, workspace_gb=a.workspace_gb, keep_onnx=a.keep_onnx)
         print(f"wrote {out} and {out.name}.json in {time.perf_counter() - t0:.0f} s")
-        from engines.runners.tensorrt_runner import TensorRTRunner
 
         runner = TensorRTRunner(out)
         onset, apex = _face_pairs()
@@ -86,9 +91,7 @@ def build(a: argparse.Namespace) -> int:
     reference = TorchRunner(graph, info)
 
     if a.engine == "cuda":
-        import copy
 
-        from engines.runners.cuda_runner import CudaRunner
 
         runner = CudaRunner(copy.deepcopy(graph), info, compile=a.compile)
         print(f"CUDA engine ready in {time.perf_counter() - t0:.1f} s (batch sizes {list(runner.batch_sizes)}"
@@ -104,15 +107,12 @@ def build(a: argparse.Namespace) -> int:
         export_onnx(graph, info, out, precision=precision)
         print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {precision}) in {time.perf_counter() - t0:.1f} s")
         if not a.no_verify:
-            from engines.runners.onnxruntime_runner import OrtRunner
 
             onset, apex = _face_pairs()
             _verify(OrtRunner(out), reference, onset, apex, precision)
         return 0
 
     # onnx-int8: quantise, then keep only if it holds parity and is faster than fp32.
-    from engines.quantize import calibration_pairs, parity_report, quantize_qdq, split_pairs
-    from engines.runners.onnxruntime_runner import OrtRunner
 
     onset, apex = calibration_pairs(a.calib)
     (c_on, c_ap), (h_on, h_ap) = split_pairs(onset, apex)
@@ -172,7 +172,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not a.checkpoint.is_file():
         p.error(f"{a.checkpoint}: no such checkpoint")
-    from engines.runners import EngineError
 
     try:
         return build(a)

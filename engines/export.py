@@ -7,8 +7,8 @@ run once on the 2N onset/apex frames, motion extractor, classifier, softmax):
     output   probs       : float32 (N, C), softmax over the checkpoint's class names
 
 Normalisation is INSIDE the graph: x -> (x / 255 - mean) / std with the checkpoint's
-mean/std (ImageNet by default, engines/contract.py), so a caller only converts the
-aligned uint8 HWC crops to float NCHW (engines.contract.to_nchw_float).
+mean/std (ImageNet by default, core/contract.py), so a caller only converts the
+aligned uint8 HWC crops to float NCHW (core.contract.to_nchw_float).
 
 Two variants, both one self-contained file (weights inline, opset 18):
 - fp32: the reference graph, run by ONNX Runtime and TensorRT FP32.
@@ -35,6 +35,10 @@ import torch
 from torch import nn
 
 from engines.runners import BUILD_HINT, EngineError, ModelInfo, user_cache_dir
+from train.checkpoint import checkpoint_hash, load_classifier
+from train.moext import RecognitionGraph
+import hashlib
+from engines.quantize import calibration_pairs, quantize_qdq
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +159,6 @@ def export_onnx(graph: nn.Module, info: ModelInfo, out: str | Path, *, precision
 
 def load_checkpoint_graph(checkpoint: str | Path) -> tuple[nn.Module, ModelInfo]:
     """(RecognitionGraph in fp32 eval mode, ModelInfo) from a .safetensors checkpoint."""
-    from train.checkpoint import checkpoint_hash, load_classifier
-    from train.moext import RecognitionGraph
 
     checkpoint = Path(checkpoint)
     classifier = load_classifier(checkpoint, device="cpu")  # CheckpointError names the file and the problem
@@ -181,7 +183,6 @@ def cached_export(graph: nn.Module, info: ModelInfo, precision: str = "fp32", ca
 
     precision "int8" quantises the cached fp32 export (engines.quantize) on ``calib``
     (a crop cache dir or a face video; default: the bundled sample video)."""
-    import hashlib
 
     folder = user_cache_dir("onnx")
     stem = f"moext-{info.checkpoint_hash[:24]}"
@@ -189,7 +190,6 @@ def cached_export(graph: nn.Module, info: ModelInfo, precision: str = "fp32", ca
         tag = "video" if calib is None else hashlib.sha1(str(Path(calib).resolve()).encode()).hexdigest()[:8]
         out = folder / f"{stem}-int8-{tag}.onnx"
         if not out.is_file():
-            from engines.quantize import calibration_pairs, quantize_qdq
 
             fp32 = cached_export(graph, info, "fp32")
             log.info("quantising %s to int8 (once; cached)", fp32)

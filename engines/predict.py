@@ -7,7 +7,7 @@ Inputs (one positional form):
 - a CSV of pairs with columns onset, apex and optionally sample (paths relative to the
   CSV's folder).
 
-Faces are aligned with the shared face module (realtime.face.FaceAligner: dlib
+Faces are aligned with the shared face module (core.face.FaceAligner: dlib
 detection + 68 landmarks, transform computed on the onset and applied to the apex, as in
 training) unless --aligned says the images already are 224x224 aligned crops.
 
@@ -25,6 +25,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from core.contract import INPUT_SIZE, bgr_to_rgb
+from core.face import ensure_bgr
+from tqdm import tqdm
+from core.face import FaceAligner
+from engines.recognizer import Recognizer
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -82,8 +87,6 @@ def collect_samples(inputs: list[Path]) -> list[tuple[str, Path, Path]]:
 
 def load_pair(onset_path: Path, apex_path: Path, aligner=None) -> tuple[np.ndarray, np.ndarray]:
     """Read a pair and return aligned (224, 224, 3) uint8 RGB crops (aligner None: already aligned)."""
-    from engines.contract import INPUT_SIZE, bgr_to_rgb
-    from realtime.face import ensure_bgr
 
     imgs = []
     for p in (onset_path, apex_path):
@@ -106,11 +109,9 @@ def load_pair(onset_path: Path, apex_path: Path, aligner=None) -> tuple[np.ndarr
 
 def predict_samples(samples, recognizer, aligned: bool = False, batch: int = 32, progress: bool = True):
     """Yield one result dict per sample (columns of the output CSV)."""
-    from tqdm import tqdm
 
     aligner = None
     if not aligned:
-        from realtime.face import FaceAligner
 
         aligner = FaceAligner()
     classes = recognizer.classes
@@ -166,7 +167,6 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    from engines.recognizer import Recognizer
 
     try:
         samples = collect_samples(a.inputs)

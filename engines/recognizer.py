@@ -4,6 +4,7 @@
     rec = Recognizer.load("runs/x/best.safetensors", device="cpu")
     rec = Recognizer.load("moext-int8.onnx")        # ONNX Runtime
     rec = Recognizer.load("moext-fp16.plan")        # TensorRT
+    rec = Recognizer.load("triton://host:8000/moext")  # a server (python -m engines.serve)
     probs = rec.predict(onset_rgb, apex_rgb)        # (N, 224, 224, 3) uint8 each -> (N, C)
     rec.classes, rec.name, rec.precision, rec.device, rec.info()
 
@@ -16,7 +17,16 @@ Each step that cannot run is skipped with the reason logged (logging, engines.re
 and kept in ``info()["fallbacks"]``. Engine files load on their own runtime: .onnx on
 ONNX Runtime, .plan/.engine on TensorRT (no fallback: the file is what was asked for).
 
-Inputs follow engines/contract.py: aligned 224x224 uint8 RGB crops; anything else raises
+A ``triton://HOST:PORT/MODEL`` spec is a client engine (engines/runners/triton_runner.py):
+batches go to an inference server, after the same checks of classes, input contract and
+weights hash as a local engine file.
+
+Threads: one Recognizer may be shared by many threads (each web-demo session calls it from
+its own worker). Every runner is safe for that: ONNX Runtime and eager PyTorch are
+reentrant, the CUDA-graph and TensorRT runners serialise calls with a lock
+(engines/runners/exclusive.py), the Triton client keeps one HTTP client per thread.
+
+Inputs follow core/contract.py: aligned 224x224 uint8 RGB crops; anything else raises
 InputContractError. Corrupt or mismatched files raise EngineError (or
 train.checkpoint.CheckpointError for checkpoints) saying what to rebuild.
 """
@@ -29,8 +39,17 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.contract import InputContractError, check_pairs
-from engines.runners import BUILD_HINT, EngineError, EngineUnavailableError, Runner
+from core.contract import InputContractError, check_pairs
+from engines.runners import BUILD_HINT, EngineError, Runner
+import torch
+from engines.runners.torch_runner import TorchRunner
+from engines.runners.cuda_runner import CudaRunner
+from engines.export import cached_export
+from engines.runners.onnxruntime_runner import OrtRunner
+from engines.runners.tensorrt_runner import TensorRTRunner
+from engines.runners.triton_runner import TritonRunner
+from engines.serving import is_triton_spec
+from engines.export import load_checkpoint_graph
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +65,6 @@ class DemoWeightsMissingError(FileNotFoundError):
 
 def _cuda_available() -> bool:
     try:
-        import torch
 
         return torch.cuda.is_available()
     except Exception:
@@ -82,12 +100,17 @@ class Recognizer:
              calib: str | Path | None = None) -> "Recognizer":
         """Load weights or an engine file.
 
-        spec: "auto" (the demo weights), a .safetensors checkpoint, a .onnx graph or a
-        TensorRT .plan/.engine. device: "auto", "cpu" or "cuda[:i]". engine (checkpoints
-        only): "best" or one of cuda, onnx, onnx-int8 (quantised here on ``calib`` or
-        the bundled video), torch. threads: CPU threads (default: physical cores).
+        spec: "auto" (the demo weights), a .safetensors checkpoint, a .onnx graph, a
+        TensorRT .plan/.engine or a server "triton://HOST:PORT/MODEL" (engines.serve).
+        device: "auto", "cpu" or "cuda[:i]" (a server picks its own). engine
+        (checkpoints only): "best" or one of cuda, onnx, onnx-int8 (quantised here on
+        ``calib`` or the bundled video), torch. threads: CPU threads (default: physical cores).
         expect_hash: refuse an engine file built from other weights. compile: let the
         CUDA runner use torch.compile (persistent cache)."""
+        if is_triton_spec(spec):
+            if device != "auto":
+                log.info("%s: the server picks its own device; device=%r is ignored", spec, device)
+            return cls(TritonRunner(str(spec), expect_hash=expect_hash))
         if str(spec) == "auto":
             if not DEMO_WEIGHTS.is_file():
                 raise DemoWeightsMissingError(
@@ -105,7 +128,6 @@ class Recognizer:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file (a {kind} was expected)")
         if kind == "onnx":
-            from engines.runners.onnxruntime_runner import OrtRunner
 
             if device.startswith("cuda"):
                 log.warning("%s: ONNX files run on the CPU (ONNX Runtime); for the GPU load the checkpoint or a "
@@ -114,14 +136,12 @@ class Recognizer:
             _check_hash(runner, expect_hash, "onnx")
             return cls(runner)
         if kind == "tensorrt":
-            from engines.runners.tensorrt_runner import TensorRTRunner
 
             return cls(TensorRTRunner(path, device="cuda" if device == "auto" else device, expect_hash=expect_hash))
         return cls._from_checkpoint(path, device, engine, threads=threads, compile=compile, calib=calib)
 
     @classmethod
     def _from_checkpoint(cls, path: Path, device: str, engine: str, *, threads, compile, calib) -> "Recognizer":
-        from engines.export import load_checkpoint_graph
 
         order = engine_order(engine, device, _cuda_available())
         graph, info = load_checkpoint_graph(path)  # a corrupt checkpoint raises CheckpointError here
@@ -208,12 +228,10 @@ def _check_hash(runner: Runner, expect_hash: str | None, engine: str) -> None:
 def _make_runner(name: str, graph, info, device: str, *, threads, compile, calib) -> Runner:
     """Build one runner for an already loaded checkpoint graph."""
     if name == "torch":
-        from engines.runners.torch_runner import TorchRunner
 
         dev = "cpu" if device == "auto" else device
         return TorchRunner(graph, info, device=dev, threads=threads)
     if name == "cuda":
-        from engines.runners.cuda_runner import CudaRunner
 
         # A copy: the runner casts to fp16 in place, and a fallback needs the fp32 graph.
         return CudaRunner(copy.deepcopy(graph), info, device="cuda" if device == "auto" else device, compile=compile)
@@ -225,12 +243,6 @@ def _make_runner(name: str, graph, info, device: str, *, threads, compile, calib
 def _cached_ort_runner(graph, info, *, int8: bool, threads, calib) -> Runner:
     """ONNX Runtime on the checkpoint's export in the user's cache dir (made once per
     checkpoint hash; a damaged cache file is rebuilt once)."""
-    try:
-        from engines.runners.onnxruntime_runner import OrtRunner
-    except ImportError as e:  # pragma: no cover - onnxruntime is a dependency
-        raise EngineUnavailableError(str(e)) from None
-    from engines.export import cached_export
-
     for attempt in range(2):
         path = cached_export(graph, info, "int8" if int8 else "fp32", calib=calib)
         try:
@@ -249,4 +261,24 @@ def _cached_ort_runner(graph, info, *, int8: bool, threads, calib) -> Runner:
     raise AssertionError("unreachable")
 
 
-__all__ = ["DEMO_WEIGHTS", "DemoWeightsMissingError", "EngineError", "InputContractError", "Recognizer", "engine_order"]
+__all__ = ["DEMO_WEIGHTS", "DemoWeightsMissingError", "EngineError", "InputContractError", "Recognizer", "engine_order",
+           "load_engine"]
+
+
+def load_engine(spec: str | Path | None, device: str = "auto", **load_kw) -> tuple["Recognizer | None", str]:
+    """Which engine for this spec on this device: the one answer every front end uses
+    (run_live.py, the web demo, realtime.evaluate, realtime.batch, realtime.bench, the soak).
+
+    Returns (recognizer, note). ``None``/"none": (None, "spotting only ..."): events are found
+    and carry no label. "auto" with the demo weights missing: (None, why), so spotting still
+    runs, and the note says how to get labels. Anything else is ``Recognizer.load(spec,
+    device, **load_kw)``, whose errors (a missing or corrupt file, wrong weights) propagate."""
+    if spec is None or str(spec).strip().lower() in ("", "none"):
+        return None, "spotting only (--engine none): events carry no label"
+    try:
+        return Recognizer.load(spec, device=device, **load_kw), ""
+    except DemoWeightsMissingError as e:
+        if str(spec) != "auto":
+            raise
+        return None, (f"{e}\nrunning spotting only: events are found but carry no label. "
+                      "Pass --engine PATH to label them")

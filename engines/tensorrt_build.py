@@ -29,6 +29,10 @@ from pathlib import Path
 
 from engines.runners import EngineUnavailableError, ModelInfo, user_cache_dir
 from engines.runners.tensorrt_runner import METADATA_VERSION, metadata_path
+import json
+from engines.export import export_onnx, load_checkpoint_graph
+from engines.runners.tensorrt_runner import installed_gpu
+from engines.quantize import calibration_pairs, quantize_qdq
 
 log = logging.getLogger(__name__)
 
@@ -152,10 +156,7 @@ def build_plan(checkpoint: str | Path, out: str | Path, *, precision: str = "fp1
             "TensorRT is not installed: pip install 'moext-live[tensorrt]' (its wheel downloads the library from "
             "NVIDIA's index, so it needs that index reachable) on a machine with an NVIDIA GPU; without it use "
             "--engine cuda or --engine onnx") from None
-    import json
 
-    from engines.export import export_onnx, load_checkpoint_graph
-    from engines.runners.tensorrt_runner import installed_gpu
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -166,7 +167,6 @@ def build_plan(checkpoint: str | Path, out: str | Path, *, precision: str = "fp1
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / f"moext-{recipe.onnx_precision}.onnx"
         if recipe.onnx_precision == "int8":
-            from engines.quantize import calibration_pairs, quantize_qdq
 
             fp32 = export_onnx(graph, info, Path(tmp) / "moext-fp32.onnx", precision="fp32")
             onset, apex = calibration_pairs(calib)

@@ -1,6 +1,6 @@
 """Derive the face module's fitted constants from the bundled real faces and print them.
 
-Regenerates, in the form realtime/face.py keeps them:
+Regenerates, in the form core/face.py keeps them:
 
 - MEAN_SHAPE_68: the Procrustes mean of dlib 68-point shapes (on HOG boxes, upsample 1,
   as FaceAligner uses; the mean keeps the orientation of the first face, single_face.jpg),
@@ -36,8 +36,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from realtime import assets  # noqa: E402
-from realtime.face import (  # noqa: E402
+from core import assets  # noqa: E402
+from core.face import (  # noqa: E402
     ALIGN_INDICES, BLAZEFACE_TO_HOG, CROP_SIZE, MEAN_SHAPE_68, MIRROR_68, BoxMapping, DlibDetector, FaceBox, FaceMesh,
     Landmarks68, MediaPipeDetector, alignment_transform, inter_ocular, landmark_error, landmarks_bbox,
     similarity_transform, transform_points,
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    ({x:.1f}, {y:.1f}),")
     print("], dtype=np.float32)")
     d = np.linalg.norm(mean - MEAN_SHAPE_68, axis=1)
-    print(f"# vs the one in realtime/face.py: mean {d.mean():.2f} px, max {d.max():.2f} px")
+    print(f"# vs the one in core/face.py: mean {d.mean():.2f} px, max {d.max():.2f} px")
 
     # Box mappings.
     bf_map = fit_box_mapping([(f.blazeface, f.hog[up]) for f in paired for up in (0, 1)])

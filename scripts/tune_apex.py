@@ -4,7 +4,7 @@ The provisional label is shown once the spotter confirms the apex: when the moti
 has fallen to ``apex_drop`` of its rise, or ``apex_wait_ms`` after the peak (an apex that
 is held). Confirming sooner lowers the decision latency but risks taking a wobble near
 the top for the apex (a later, higher peak still moves it and the pair is labelled
-again). This script runs the live pipeline (``realtime.evaluate``, no recogniser) over
+again). This script runs the live pipeline (``realtime.evaluate.runs``, no recogniser) over
 synthetic clips of the generator's TRAINING identities at 200 and 30 fps for every
 candidate (apex_drop, apex_wait_ms) and keeps the one with the lowest p95 wait (apex ->
 confirmation) at 200 fps whose micro-expression F1 is within ``--max-f1-loss`` of the
@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 try:
@@ -31,12 +31,15 @@ try:
 except ImportError:  # run from a source checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.stats import percentiles  # noqa: E402  (after the checkout is on the path)
+from realtime.evaluate.cases import find_cases  # noqa: E402
+from realtime.evaluate.runs import evaluate_cases  # noqa: E402
+from train import synth  # noqa: E402
+
 RATES = ((200.0, 10.0), (30.0, 20.0))   # (fps, seconds per clip)
 
 
 def make_clips(work: Path, n: int, seed: int) -> dict[float, Path]:
-    from train import synth
-
     out = {}
     for fps, seconds in RATES:
         d = work / f"train{int(fps)}"
@@ -48,20 +51,17 @@ def make_clips(work: Path, n: int, seed: int) -> dict[float, Path]:
 
 
 def measure(folder: Path, apex_drop: float, apex_wait_ms: float) -> dict:
-    from realtime.evaluate import evaluate_cases, find_cases
-
     cases, _ = find_cases(folder, "synth")
     rep = evaluate_cases(cases, spotter={"apex_drop": apex_drop, "apex_wait_ms": apex_wait_ms},
                          progress=False, log=None)
     micro = rep["pooled"]["micro"]
     waits = [e["latency_ms"]["wait"] for v in rep["videos"] for e in v["events"] if e["kind"] == "micro"]
-    waits.sort()
-    p95 = waits[min(len(waits) - 1, int(round(0.95 * (len(waits) - 1))))] if waits else None
+    wait = percentiles(waits)
     return {"apex_drop": apex_drop, "apex_wait_ms": apex_wait_ms, "micro_f1": micro.get("f1"),
             "tp": micro.get("tp"), "fp": micro.get("fp"), "fn": micro.get("fn"),
             "apex_error_median_ms": micro.get("apex_error_ms_median"),
             "apex_within_10ms": micro.get("apex_within_share"),
-            "wait_p50_ms": statistics.median(waits) if waits else None, "wait_p95_ms": p95, "events": len(waits)}
+            "wait_p50_ms": wait.get("p50"), "wait_p95_ms": wait.get("p95"), "events": len(waits)}
 
 
 def _task(args: tuple) -> tuple:
@@ -93,8 +93,6 @@ def main(argv=None) -> int:
     tasks = [(fps, str(folder), d, w) for fps, folder in clips.items() for d, w in cands]
     rows: dict[float, list[dict]] = {fps: [] for fps in clips}
     if a.jobs > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
         with ProcessPoolExecutor(a.jobs) as pool:
             results = list(pool.map(_task, tasks))
     else:

@@ -7,6 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
+
+from core import assets
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -16,8 +19,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _cuda_available() -> bool:
     try:
-        import torch
-
         return torch.cuda.is_available()
     except Exception:
         return False
@@ -58,6 +59,4 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def asset():
-    from realtime import assets
-
     return assets.path

@@ -1,6 +1,6 @@
 """Archives (python -m realtime.batch): inputs and manifests, failure isolation, resume after
 a kill, the exports read back with real readers, the same tables through a real local Ray
-runtime, and realtime.evaluate running through the batch runner.
+runtime, and python -m realtime.evaluate running through the batch runner.
 
 Real clips (train.synth, 3 s at 30 and 60 fps), a corrupt file (junk bytes) and a truncated
 one (a valid .avi cut in half); real worker processes, a real Ray runtime (skipped where Ray
@@ -16,10 +16,17 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from realtime import batch
-from realtime.events import Event
+from core.events import Event
+from realtime.batch import cli as batch
+from realtime.batch import discovery, job, runner, tables
+from realtime.batch.exports import (INTERVAL_COLUMNS, MEGC_COLUMNS, IntervalWriter, MegcWriter, first_frame_number,
+                                    write_eaf)
+from realtime.evaluate import cli as evaluate
+from realtime.frontends import cli
+from realtime.stages.recording import RecordingSettings
 from train.synth import write_clip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +69,7 @@ def processes_run(study, tmp_path_factory):
 # ----------------------------------------------------------------------------- inputs
 
 def test_manifest_folder_glob_and_bad_inputs(study, tmp_path, capsys):
-    recs = batch.read_manifest(study / "study.csv")
+    recs = discovery.read_manifest(study / "study.csv")
     assert [r.rid for r in recs] == ["clips/s1_a.avi", "clips/s2_b.avi", "clips/broken.avi", "clips/cut.avi"]
     assert (recs[0].subject, recs[0].session, recs[0].fps) == ("s1", "pre", 30.0)
     assert recs[1].fps is None and recs[1].path.is_absolute() and all(r.problem is None for r in recs)
@@ -70,27 +77,27 @@ def test_manifest_folder_glob_and_bad_inputs(study, tmp_path, capsys):
     # a row naming a missing file is kept (listed as failed later), with the row and the fix
     m = tmp_path / "m.csv"
     m.write_text("file,participant\nnope.avi,p1\n")
-    [r] = batch.read_manifest(m)
+    [r] = discovery.read_manifest(m)
     assert r.subject == "p1" and "row 2" in r.problem and "does not exist" in r.problem
     for text, needle in (("video,fps\nx.avi,fast\n", "row 2: fps 'fast'"), ("name\nx.avi\n", "no 'path' column"),
                          ("path\n", "no recording rows"), ("", "is empty")):
         m.write_text(text)
-        with pytest.raises(batch.BatchError, match=needle):
-            batch.read_manifest(m)
+        with pytest.raises(discovery.BatchError, match=needle):
+            discovery.read_manifest(m)
 
     # a folder (recursively), a glob, a file; ids relative to the folder given; --fps fills the gaps
-    found = batch.collect([str(study / "clips")], fps=25)
+    found = discovery.collect([str(study / "clips")], fps=25)
     assert sorted(r.rid for r in found) == ["broken.avi", "cut.avi", "s1_a.avi", "s2_b.avi"]
     assert {r.fps for r in found} == {25.0}
-    assert [r.rid for r in batch.collect([str(study / "clips" / "s2*.avi")])] == ["s2_b.avi"]
-    sub = batch.collect([str(study)], subject_pattern=r"(?P<subject>s\d)_")
+    assert [r.rid for r in discovery.collect([str(study / "clips" / "s2*.avi")])] == ["s2_b.avi"]
+    sub = discovery.collect([str(study)], subject_pattern=r"(?P<subject>s\d)_")
     assert {r.rid: r.subject for r in sub}["clips/s2_b.avi"] == "s2"
     # two inputs with the same name get distinct ids; one file named twice is analysed once
     other = tmp_path / "other"
     other.mkdir()
     (other / "s1_a.avi").write_bytes((study / "clips" / "s1_a.avi").read_bytes())
-    both = batch.collect([str(study / "clips" / "s1_a.avi"), str(other / "s1_a.avi"),
-                          str(study / "clips" / "s1_a.avi")])
+    both = discovery.collect([str(study / "clips" / "s1_a.avi"), str(other / "s1_a.avi"),
+                              str(study / "clips" / "s1_a.avi")])
     assert len(both) == 2 and len({r.rid for r in both}) == 2 and all(r.rid.startswith("s1_a.avi#") for r in both)
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -98,16 +105,16 @@ def test_manifest_folder_glob_and_bad_inputs(study, tmp_path, capsys):
                         ([str(tmp_path / "*.mp4")], "matches no video"),
                         ([str(empty)], "no video file"),
                         ([str(study / "study.csv"), "--x"], "no such file")):
-        with pytest.raises(batch.BatchError, match=needle):
-            batch.collect(bad)
-    with pytest.raises(batch.BatchError, match="no \\(\\?P<subject>"):
-        batch.collect([str(study)], subject_pattern="s(\\d)")
+        with pytest.raises(discovery.BatchError, match=needle):
+            discovery.collect(bad)
+    with pytest.raises(discovery.BatchError, match="no \\(\\?P<subject>"):
+        discovery.collect([str(study)], subject_pattern="s(\\d)")
     # the command line says what is wrong and exits 2
     assert batch.main([str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert batch.main([str(study / "study.csv")]) == 2                       # no --out
     assert batch.main([str(study / "study.csv"), "--out", str(tmp_path / "o"), "--engine", "x.onnx"]) == 2
     # one batch at a time per output folder
-    with batch.output_lock(tmp_path / "busy"):
+    with runner.output_lock(tmp_path / "busy"):
         capsys.readouterr()
         assert batch.main([str(study / "study.csv"), "--out", str(tmp_path / "busy"), "--engine", "none"]) == 2
         assert "another batch" in capsys.readouterr().err
@@ -126,7 +133,7 @@ def test_failures_are_isolated_and_listed(processes_run, study):
     assert "decoding stopped" in rows["clips/cut.avi"]["error"]
     # the done ones are complete: event log, per-frame signal (one row per frame), result
     for rid, frames in (("clips/s1_a.avi", 90), ("clips/s2_b.avi", 180)):
-        folder = out / "recordings" / batch.dirname_for(rid)
+        folder = out / "recordings" / job.dirname_for(rid)
         res = json.loads((folder / "result.json").read_text())
         assert res["status"] == "done" and res["frames"] == frames and res["fps"] in (30.0, 60.0)
         with open(folder / "signal.csv") as fh:
@@ -160,39 +167,37 @@ def test_ray_local_runtime_gives_the_same_tables(processes_run, study, tmp_path)
              logging_level="ERROR")
     try:
         out = tmp_path / "out_ray"
-        recs = batch.collect([str(study / "study.csv")])
-        run = batch.run_recordings(recs, batch.RecordingSettings(engine="none"), out, ray=True, progress=False)
-        batch.write_outputs(run, batch.RecordingSettings(engine="none"))
+        recs = discovery.collect([str(study / "study.csv")])
+        run = runner.run_recordings(recs, RecordingSettings(engine="none"), out, ray=True, progress=False)
+        tables.write_outputs(run, RecordingSettings(engine="none"))
     finally:
         ray.shutdown()
     assert run.executor["kind"] == "ray" and run.executor["cpus"] == 2
     assert {r["status"] for r in run.rows.values()} == {"done", "failed"}
     # workers were Ray's processes, not this one
     assert run.worker_rss and all(not w.endswith(f":{os.getpid()}") for w in run.worker_rss)
-    assert batch.compare_outputs(processes_run[0], out) == []
+    assert tables.compare_outputs(processes_run[0], out) == []
 
 
 def test_second_run_skips_retry_failed_and_changed_inputs(processes_run, study):
     out = processes_run[0]
     before = {p.parent.name: p.stat().st_mtime_ns for p in (out / "recordings").glob("*/result.json")}
     # the same command again, from the front door: nothing to do
-    from realtime import cli
-
     assert cli.main(["--batch", str(study / "study.csv"), "--out", str(out), "--engine", "none", "--quiet"]) == 1
     assert {p.parent.name: p.stat().st_mtime_ns for p in (out / "recordings").glob("*/result.json")} == before
     assert json.loads((out / "batch.json").read_text())["recordings"]["skipped_unchanged"] == 4
     # --retry-failed: only the two failed ones again
-    recs = batch.collect([str(study / "study.csv")])
-    run = batch.run_recordings(recs, batch.RecordingSettings(engine="none"), out, retry_failed=True, progress=False)
+    recs = discovery.collect([str(study / "study.csv")])
+    run = runner.run_recordings(recs, RecordingSettings(engine="none"), out, retry_failed=True, progress=False)
     assert (run.analysed, run.skipped) == (2, 2)
     assert {rid for rid, r in run.rows.items() if r["status"] == "failed"} == {"clips/broken.avi", "clips/cut.avi"}
     # a changed input is analysed again without being asked (its key changed): here repaired
     (study / "clips" / "cut.avi").write_bytes((study / "clips" / "s1_a.avi").read_bytes())
-    run = batch.run_recordings(recs, batch.RecordingSettings(engine="none"), out, progress=False)
+    run = runner.run_recordings(recs, RecordingSettings(engine="none"), out, progress=False)
     assert (run.analysed, run.rows["clips/cut.avi"]["status"]) == (1, "done")
     # other settings are another key: nothing of the old run is trusted for them
-    plan_only = batch.run_recordings([recs[2]], batch.RecordingSettings(engine="none", me_rule="casme"), out,
-                                     progress=False)
+    plan_only = runner.run_recordings([recs[2]], RecordingSettings(engine="none", me_rule="casme"), out,
+                                      progress=False)
     assert plan_only.analysed == 1
 
 
@@ -252,8 +257,6 @@ def _event(onset, apex, offset, kind, label, face=0, fps=30.0, probs=None):
 
 def test_elan_export_reads_back_with_pympi(tmp_path, study):
     Elan = pytest.importorskip("pympi.Elan", reason="pympi-ling (the batch / test extra) is not installed")
-    from realtime.exports import write_eaf
-
     media = study / "clips" / "s1_a.avi"
     events = [_event(30, 33, 36, "micro", "surprise"), _event(60, 70, 95, "macro", None),
               _event(10, 12, 14, "micro", "negative", face=1)]
@@ -273,10 +276,6 @@ def test_elan_export_reads_back_with_pympi(tmp_path, study):
 
 
 def test_megc_and_interval_exports_read_back(tmp_path):
-    import pandas as pd
-
-    from realtime.exports import INTERVAL_COLUMNS, MEGC_COLUMNS, IntervalWriter, MegcWriter, first_frame_number
-
     frames = tmp_path / "006_1"
     frames.mkdir()
     for n in (101, 102, 103):
@@ -306,10 +305,8 @@ def test_megc_and_interval_exports_read_back(tmp_path):
 # ----------------------------------------------------------------------------- evaluation
 
 def test_evaluate_runs_through_the_batch_runner(study, tmp_path):
-    """realtime.evaluate's videos go through the batch runner: its outputs in --work, and a
+    """realtime.evaluate.cli's videos go through the batch runner: its outputs in --work, and a
     second evaluation there reuses them (the same report)."""
-    from realtime import evaluate
-
     clips = tmp_path / "eval"
     clips.mkdir()
     for name in ("s1_a.avi", "s1_a.gt.jsonl"):

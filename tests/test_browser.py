@@ -31,6 +31,13 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import chromium_path
+from engines.recognizer import DEMO_WEIGHTS, Recognizer
+from realtime.frontends.webapp import build_app
+from realtime.frontends.webcodec import BrowserVideoWriter
+from realtime.frontends.websession import WebConfig
+from y4m import COUNTER_BITS, COUNTER_CELL, COUNTER_ORIGIN, event_clip_frames, stamp_counter, write_y4m
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 FLAGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", "--headless", "--no-sandbox",
@@ -142,8 +149,6 @@ def event_rows(text: str) -> int:
 def media(tmp_path_factory):
     """The fake webcam's Y4M (6 s loop, micro-expressions at 1.5 s and 3.5 s, frame numbers
     stamped) and a clip to upload (the first 3.5 s, one micro-expression, no stamps)."""
-    from y4m import event_clip_frames, stamp_counter, write_y4m
-
     d = tmp_path_factory.mktemp("browser-media")
     frames, truth = event_clip_frames(seconds=6.0, onsets=(1.5, 3.5), labels=("positive", "surprise"),
                                       counter=False)
@@ -158,9 +163,6 @@ def media(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(media, tmp_path_factory):
-    from engines.recognizer import DEMO_WEIGHTS, Recognizer
-    from realtime.webapp import WebConfig, build_app
-
     gradio_tmp = tmp_path_factory.mktemp("gradio")
     old = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(gradio_tmp)
@@ -182,8 +184,7 @@ def server(media, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(media):
-    from conftest import chromium_path
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import sync_playwright  # optional (the test extra); the module is skipped without it
 
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=chromium_path(), headless=True,
@@ -202,8 +203,6 @@ def open_page(browser, url):
 
 
 def test_live_webcam_stream_end_to_end_and_sessions_isolated(server, browser, media, tmp_path):
-    from y4m import COUNTER_BITS, COUNTER_CELL, COUNTER_ORIGIN
-
     app = server["app"]
     watcher = open_page(browser, server["url"])  # a second session that does not stream
     page = open_page(browser, server["url"])
@@ -294,8 +293,6 @@ def test_recording_tab_upload_events_and_video_plays(server, browser, media):
 
 def test_vp8_fallback_plays_in_chromium(browser, tmp_path):
     """The encoder used without PyAV (OpenCV's VP8/WebM) plays in Chromium too."""
-    from realtime.webcodec import BrowserVideoWriter
-
     w = BrowserVideoWriter(tmp_path / "fallback", fps=30, codec="vp8")
     for i in range(45):
         w.write(np.full((240, 320, 3), (i * 5) % 255, np.uint8))

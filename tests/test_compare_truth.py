@@ -1,4 +1,4 @@
-"""One run against its ground truth, event by event (realtime.scoring.compare_to_truth):
+"""One run against its ground truth, event by event (realtime.evaluate.scoring.compare_to_truth):
 the lines that end run_live.py's summary."""
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from realtime.events import Event, GroundTruth
-from realtime.scoring import compare_to_truth
+from core.events import Event, GroundTruth
+from realtime.evaluate.scoring import compare_to_truth
 
 FPS = 100.0
 

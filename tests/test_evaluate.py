@@ -1,4 +1,4 @@
-"""Spotting on the generator's clips of unseen identities, scored by realtime.evaluate.
+"""Spotting on the generator's clips of unseen identities, scored by python -m realtime.evaluate.
 
 The acceptance figures (F1 >= 0.9 at IoU >= 0.5 for micro-expressions at 200 fps, apex
 within 10 ms in most events, no micro events on distractor-only clips) are checked here on
@@ -10,7 +10,8 @@ import json
 
 import pytest
 
-from realtime import evaluate
+from realtime.evaluate import cases
+from realtime.evaluate import cli as evaluate
 from train.synth import eval_identities, write_clip
 
 pytestmark = pytest.mark.slow
@@ -43,5 +44,5 @@ def test_spotting_at_200fps_on_unseen_identities(clips200, tmp_path, capsys):
 
 def test_missing_ground_truth_video_is_named(tmp_path):
     (tmp_path / "lonely.gt.jsonl").write_text("")
-    with pytest.raises(evaluate.AnnotationError, match="lonely"):
-        evaluate.find_synth_cases(tmp_path)
+    with pytest.raises(cases.AnnotationError, match="lonely"):
+        cases.find_synth_cases(tmp_path)

@@ -1,11 +1,11 @@
-"""The CAS(ME)^2 and SAMM long-video annotation layouts read by realtime.evaluate."""
+"""The CAS(ME)^2 and SAMM long-video annotation layouts read by realtime.evaluate.cases."""
 from __future__ import annotations
 
 import csv
 
 import pytest
 
-from realtime.evaluate import AnnotationError, load_casme2_annotations, load_samm_annotations
+from realtime.evaluate.cases import AnnotationError, load_casme2_annotations, load_samm_annotations
 
 
 def write_csv(path, rows):

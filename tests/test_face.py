@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from realtime import face
-from realtime.face import (
+from core import face
+from core.face import (
     ALIGN_INDICES, BLAZEFACE_TO_HOG, CROP_SIZE, MEAN_SHAPE_68, MIRROR_68, TEMPLATE_5, BoxMapping, DlibDetector,
     FaceAligner, FaceBox, FaceMesh, FaceModelError, Landmarks68, MediaPipeDetector, NoFaceError,
     alignment_transform, box_from_landmarks, landmark_error, shape_residual, square_tiles, transform_points,
@@ -283,3 +283,14 @@ def test_blazeface_mapping_constant_is_near_identity():
     """The fitted mapping is a small correction (a few percent), not a different box."""
     assert abs(BLAZEFACE_TO_HOG.dx) < 0.1 and abs(BLAZEFACE_TO_HOG.dy) < 0.1
     assert 0.85 < BLAZEFACE_TO_HOG.scale < 1.15
+
+
+def test_nms_keeps_the_best_of_overlapping_detections_and_every_separate_face():
+    def det(x, y, s, score):
+        return face.BlazeFaceDetection(face.FaceBox(x, y, x + s, y + s), np.zeros((6, 2), np.float32), score)
+
+    a, a_weaker, b = det(10, 10, 100, 0.9), det(14, 12, 100, 0.95), det(300, 40, 90, 0.6)
+    edge = det(10 + 100 - 30, 10, 100, 0.5)      # IoU with the kept box ~0.18 <= 0.3: a separate face
+    kept = face._nms([a, a_weaker, b, edge], 0.3)
+    assert kept == [a_weaker, b, edge]            # best score first; the overlapping 0.9 one dropped
+    assert face._nms([], 0.3) == []

@@ -27,16 +27,26 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import onnx
+import torch
+from onnx import TensorProto, helper
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
-from realtime.events import read_events
-from realtime.pipeline import Pipeline, PipelineConfig
-from realtime.sources import CameraError, Frame, LiveSource, open_source
+from core.events import read_events
+from engines.export import export_onnx, load_checkpoint_graph
+from engines.recognizer import Recognizer
+from engines.runners import EngineError, EngineUnavailableError
+from engines.runners.tensorrt_runner import check_plan_metadata, read_plan_metadata
+from realtime.stages.pipeline import Pipeline, PipelineConfig
+from realtime.stages.sources import CameraError, Frame, LiveSource, open_source
+from train.checkpoint import CheckpointError, load_checkpoint, load_classifier, load_state_file, save_checkpoint
+from train.moext import MoExtClassifier, MoExtConfig
+from train.synth import write_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA = False
 try:
-    import torch
-
     CUDA = torch.cuda.is_available()
 except Exception:  # pragma: no cover
     pass
@@ -107,8 +117,6 @@ def mjpg_clip(tmp_path_factory, face_frames):
 @pytest.fixture(scope="module")
 def me_clip(tmp_path_factory):
     """A small synthetic clip of a real face with four micro-expressions (train.synth)."""
-    from train.synth import write_clip
-
     path, _gt, truths = write_clip(tmp_path_factory.mktemp("me") / "me.avi", fps=30, seconds=8, events="micro",
                                    size=(320, 240), seed=3)
     assert len(truths) >= 3
@@ -118,11 +126,6 @@ def me_clip(tmp_path_factory):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A narrow MoExt classifier checkpoint with fixed random weights."""
-    import torch
-
-    from train.checkpoint import save_checkpoint
-    from train.moext import MoExtClassifier, MoExtConfig
-
     torch.manual_seed(0)
     cfg = MoExtConfig(width=0.125)
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "moext_w0125.safetensors",
@@ -230,7 +233,7 @@ def drive(src, pipe: Pipeline) -> dict:
 
 
 def stall_records(caplog):
-    return [r for r in caplog.records if r.name == "realtime.sources" and "no frame for" in r.getMessage()]
+    return [r for r in caplog.records if r.name == "realtime.stages.sources" and "no frame for" in r.getMessage()]
 
 
 def test_stalled_camera_is_noticed_within_a_second_and_the_run_exits(face_frames, caplog):
@@ -239,7 +242,7 @@ def test_stalled_camera_is_noticed_within_a_second_and_the_run_exits(face_frames
     producer = Producer(w, small, [("frames", 30), ("stall", 8.0), ("frames", 5)])
     src = PipeCamera(r, (320, 180), stall_timeout=1.0, on_stall="exit")
     pipe = Pipeline(PipelineConfig(fps=30, engine="none", draw=True, draw_fps=30), source_name=src.name)
-    caplog.set_level("WARNING", logger="realtime.sources")
+    caplog.set_level("WARNING", logger="realtime.stages.sources")
     producer.start()
     out = within(15, drive, src, pipe)       # ends long before the producer's 8 s stall is over
 
@@ -261,7 +264,7 @@ def test_stalled_camera_with_retry_waits_then_resumes_then_gives_up_cleanly(face
     producer = Producer(w, small, [("frames", 20), ("stall", 1.7), ("frames", 20)])
     src = PipeCamera(r, (320, 180), stall_timeout=0.5, on_stall="retry", max_retries=4)
     pipe = Pipeline(PipelineConfig(fps=30, engine="none", draw=False), source_name=src.name)
-    caplog.set_level("WARNING", logger="realtime.sources")
+    caplog.set_level("WARNING", logger="realtime.stages.sources")
     producer.start()
     out = within(30, drive, src, pipe)
 
@@ -361,7 +364,7 @@ def test_stalled_stream_in_realtime_mode_exits_with_status_3_and_a_summary(fifo,
 
 PROBE_AFTER_STALL = r"""
 import sys, time
-from realtime.sources import open_source
+from realtime.stages.sources import open_source
 src = open_source(video=sys.argv[1], realtime=True, stall_timeout=0.5)
 n = sum(1 for _ in src)
 src.close()
@@ -520,8 +523,6 @@ class FlakyRecognizer:
 
 @pytest.mark.slow
 def test_recognizer_that_raises_is_counted_and_the_run_continues(me_clip, checkpoint, caplog):
-    from engines.recognizer import Recognizer
-
     rec = FlakyRecognizer(Recognizer.load(checkpoint, device="cpu", engine="torch"), failures=1)
     src = open_source(video=me_clip)
     pipe = Pipeline(PipelineConfig(fps=src.fps, draw=False), rec, source_name=src.name)
@@ -554,7 +555,7 @@ def test_tensorrt_plan_on_a_cpu_only_machine_is_refused_at_start_with_the_fix(tm
     plan = tmp_path / "moext-fp16.plan"
     plan.write_bytes(b"\0" * 1024)
     t0 = time.time()
-    p = run_live(["--video", str(ROOT / "realtime/assets/single_face.mp4"), "--headless", "--engine", str(plan)],
+    p = run_live(["--video", str(ROOT / "core/assets/single_face.mp4"), "--headless", "--engine", str(plan)],
                  tmp_path, timeout=60)
     assert p.returncode == 2 and time.time() - t0 < 60
     assert "TensorRT" in p.stderr and "onnx" in p.stderr      # what is missing and what to use instead
@@ -563,9 +564,6 @@ def test_tensorrt_plan_on_a_cpu_only_machine_is_refused_at_start_with_the_fix(tm
 
 @pytest.mark.skipif(CUDA, reason="checks the CPU-only refusal; this machine has a GPU")
 def test_cuda_device_without_a_gpu_is_refused_with_the_fix_after_a_logged_fallback(checkpoint, caplog):
-    from engines.recognizer import Recognizer
-    from engines.runners import EngineUnavailableError
-
     caplog.set_level("WARNING", logger="engines.recognizer")
     with pytest.raises(EngineUnavailableError, match=r"use device='cpu'"):
         Recognizer.load(checkpoint, device="cuda")
@@ -577,9 +575,6 @@ def test_cuda_device_without_a_gpu_is_refused_with_the_fix_after_a_logged_fallba
 
 
 def test_plan_built_for_another_gpu_or_tensorrt_version_is_refused_with_the_rebuild_command(tmp_path):
-    from engines.runners import EngineError
-    from engines.runners.tensorrt_runner import check_plan_metadata, read_plan_metadata
-
     meta = {"format": 1, "tensorrt_version": "10.3.0", "gpu_name": "NVIDIA GeForce RTX 3060",
             "compute_capability": "8.6", "precision": "fp16", "input_size": 224, "mean": [0.485, 0.456, 0.406],
             "std": [0.229, 0.224, 0.225], "classes": ["negative", "positive", "surprise"],
@@ -601,13 +596,6 @@ def test_plan_built_for_another_gpu_or_tensorrt_version_is_refused_with_the_rebu
 
 @pytest.mark.slow
 def test_onnx_engine_for_other_weights_or_not_ours_is_refused(checkpoint, tmp_path):
-    import onnx
-    from onnx import TensorProto, helper
-
-    from engines.export import export_onnx, load_checkpoint_graph
-    from engines.recognizer import Recognizer
-    from engines.runners import EngineError
-
     graph, info = load_checkpoint_graph(checkpoint)
     path = export_onnx(graph, info, tmp_path / "moext.onnx")
     with pytest.raises(EngineError, match="built from other weights.*python -m engines.build"):
@@ -625,12 +613,6 @@ def test_onnx_engine_for_other_weights_or_not_ours_is_refused(checkpoint, tmp_pa
 
 
 def test_checkpoint_for_another_config_is_refused_naming_the_mismatch(checkpoint, tmp_path):
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    from train.checkpoint import CheckpointError, load_checkpoint, load_classifier
-    from train.moext import MoExtConfig
-
     with pytest.raises(CheckpointError, match=r"config mismatch: width 0\.125 in the checkpoint vs 0\.5 requested"):
         load_classifier(checkpoint, cfg=MoExtConfig(width=0.5))
     with pytest.raises(CheckpointError, match=r"num_classes 3 in the checkpoint vs 5 requested"):
@@ -638,7 +620,6 @@ def test_checkpoint_for_another_config_is_refused_naming_the_mismatch(checkpoint
                                                     class_names=("a", "b", "c", "d", "e")))
 
     # tensors of width 0.125 under a header that claims width 0.25 (an edited or mixed-up file)
-    from safetensors import safe_open
 
     with safe_open(str(checkpoint), framework="pt") as f:
         md = dict(f.metadata())
@@ -671,10 +652,6 @@ class Payload:
 
 
 def test_pickle_with_arbitrary_objects_is_refused_and_never_run(checkpoint, tmp_path):
-    import torch
-
-    from train.checkpoint import CheckpointError, load_checkpoint, load_classifier, load_state_file
-
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"
     state = {k: v for k, v in __import__("safetensors.torch", fromlist=["load_file"]).load_file(str(checkpoint)).items()}

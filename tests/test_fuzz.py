@@ -4,14 +4,14 @@
   folder + CSV loader) on small fixture trees (tests/fixtures_datasets.py): random tables
   with odd cells, missing columns, notes rows, unicode, huge numbers and NaN, and random
   bytes. Only the project's own DatasetError may escape; what loads is consistent.
-- the events and ground-truth readers (realtime.events): random bytes and random records
+- the events and ground-truth readers (core.events): random bytes and random records
   raise EventFormatError only, and what they return is well typed.
 - video headers: bytes of real small videos (MJPG AVI, H.264 MP4, Y4M) mutated in their
   header regions, with absurd sizes and frame rates among the values, opened with the
-  project's own source (realtime.sources.open_source) in a SUBPROCESS: demuxers and
+  project's own source (realtime.stages.sources.open_source) in a SUBPROCESS: demuxers and
   decoders are native code and may crash; the test (like the project) must outlive that.
   Where the project offers a crash-safe probe for untrusted files
-  (realtime.sources.probe_video), every mutated file goes through it too.
+  (realtime.stages.sources.probe_video), every mutated file goes through it too.
 
 Bounded: hypothesis with fixed example counts, no deadline, no example database (nothing
 is written to the source tree), derandomized so CI sees the same inputs every run; set
@@ -38,8 +38,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import fixtures_datasets as fx
-from realtime import sources
-from realtime.events import Event, EventFormatError, GroundTruth, read_events, read_ground_truth
+from realtime.stages import sources
+from core.events import Event, EventFormatError, GroundTruth, read_events, read_ground_truth
 from train.datasets import FIELD_ALIASES, DatasetError, load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -264,7 +264,7 @@ try:
     resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
 except Exception:
     pass
-from realtime.sources import SourceError, open_source
+from realtime.stages.sources import SourceError, open_source
 print("ready", flush=True)
 for line in sys.stdin:
     path = line.rstrip("\n")
@@ -460,7 +460,7 @@ def test_video_headers_decoded_in_a_subprocess_fail_only_with_source_errors(seed
 HAS_PROBE = hasattr(sources, "probe_video")
 
 
-@pytest.mark.skipif(not HAS_PROBE, reason="realtime.sources has no probe_video: untrusted videos (web uploads) are "
+@pytest.mark.skipif(not HAS_PROBE, reason="realtime.stages.sources has no probe_video: untrusted videos (web uploads) are "
                                           "decoded in the server's own process (patch in docs/reliability.md)")
 @fuzz(25)
 @given(m=mutations())
@@ -479,17 +479,17 @@ def test_probe_video_survives_hostile_headers(seeds, m):
     assert info.fps is None or 0 < info.fps <= sources.MAX_FPS
 
 
-@pytest.mark.skipif(not HAS_PROBE, reason="realtime.sources has no probe_video (patch in docs/reliability.md)")
+@pytest.mark.skipif(not HAS_PROBE, reason="realtime.stages.sources has no probe_video (patch in docs/reliability.md)")
 def test_probe_video_turns_a_decoder_crash_and_a_hang_into_video_file_errors(seeds, tmp_path, monkeypatch):
     good = tmp_path / "good.avi"
     good.write_bytes(seeds["avi"])
     info = sources.probe_video(good)
     assert (info.width, info.height) == (160, 90) and info.fps == 30 and info.frames == 8
     # the child that decodes is a separate process: make it die the way a decoder does
-    monkeypatch.setattr(sources, "_PROBE_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    monkeypatch.setattr(sources.files, "_PROBE_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
     with pytest.raises(sources.VideoFileError, match=r"crashed.*signal 11"):
         sources.probe_video(good)
-    monkeypatch.setattr(sources, "_PROBE_CHILD", "import time; time.sleep(30)")
+    monkeypatch.setattr(sources.files, "_PROBE_CHILD", "import time; time.sleep(30)")
     with pytest.raises(sources.VideoFileError, match=r"did not finish within 1 s"):
         sources.probe_video(good, timeout=1)
     text = tmp_path / "notes.mp4"

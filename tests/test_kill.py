@@ -1,7 +1,7 @@
 """A run killed mid-way keeps every event it had reported: the log is written as events happen.
 
 run_live.py writes each final event to the JSON-lines log with flush + fsync before it is
-printed (realtime.events.EventWriter; the EventLog sink comes before the console). So a
+printed (core.events.EventWriter; the EventLog sink comes before the console). So a
 crash, a power cut or ``kill -9`` loses at most the event being written. This test runs
 the real command line on a synthetic clip of a real face with several micro-expressions,
 SIGKILLs it as soon as events have been written, and reads the file back line by line.
@@ -18,8 +18,13 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
-from realtime.events import Event, read_events
+from core.events import Event, read_events
+from engines.recognizer import Recognizer
+from train.checkpoint import save_checkpoint
+from train.moext import MoExtClassifier, MoExtConfig
+from train.synth import write_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 PRINTED = re.compile(r"frames (\d+)-(\d+)-(\d+)")
@@ -27,8 +32,6 @@ PRINTED = re.compile(r"frames (\d+)-(\d+)-(\d+)")
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    from train.synth import write_clip
-
     path, _gt, truths = write_clip(tmp_path_factory.mktemp("kill") / "me.avi", fps=30, seconds=12, events="micro",
                                    size=(320, 240), seed=3)
     assert len(truths) >= 5
@@ -39,12 +42,6 @@ def clip(tmp_path_factory):
 def engine(tmp_path_factory):
     """(checkpoint, cache dir): a narrow MoExt with random weights; its ONNX export is made
     here once so the child starts as it would on a user's machine the second time."""
-    import torch
-
-    from engines.recognizer import Recognizer
-    from train.checkpoint import save_checkpoint
-    from train.moext import MoExtClassifier, MoExtConfig
-
     d = tmp_path_factory.mktemp("engine")
     cache = d / "cache"
     torch.manual_seed(0)

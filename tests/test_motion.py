@@ -1,4 +1,4 @@
-"""The motion signal (realtime/motion.py): region maths by hand, then a real aligned face
+"""The motion signal (realtime/stages/motion.py): region maths by hand, then a real aligned face
 animated by local warps (mouth corners, eyelids) and a global shift."""
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from realtime.face import MEAN_SHAPE_68, FaceAligner
-from realtime.motion import (
+from core.face import MEAN_SHAPE_68, FaceAligner
+from realtime.stages.motion import (
     REGIONS_224,
     SPOT_REGIONS,
     MotionSample,

@@ -1,11 +1,13 @@
 """The native libraries' start-up banner is kept off the console below DEBUG
-(realtime.face.native_log_filter); everything else written to fd 2 meanwhile gets through."""
+(core.face.native_log_filter); everything else written to fd 2 meanwhile gets through."""
 from __future__ import annotations
 
 import logging
 import os
 
-from realtime.face import NATIVE_BANNER, native_log_filter
+import numpy as np
+
+from core.face import NATIVE_BANNER, aligned, native_log_filter
 
 BANNER = ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
           "INFO: [environment.cc:36] Creating LiteRT environment with options\n"
@@ -23,7 +25,7 @@ def test_banner_pattern():
 
 
 def test_filter_drops_the_banner_and_keeps_the_rest(capfd, caplog):
-    caplog.set_level(logging.INFO, logger="realtime.face")
+    caplog.set_level(logging.INFO, logger="core.face")
     with native_log_filter():
         os.write(2, (BANNER + OURS).encode())
     err = capfd.readouterr().err
@@ -31,14 +33,14 @@ def test_filter_drops_the_banner_and_keeps_the_rest(capfd, caplog):
 
 
 def test_debug_lets_everything_through(capfd, caplog):
-    caplog.set_level(logging.DEBUG, logger="realtime.face")
+    caplog.set_level(logging.DEBUG, logger="core.face")
     with native_log_filter():
         os.write(2, BANNER.encode())
     assert capfd.readouterr().err == BANNER
 
 
 def test_fd2_is_restored_after_an_exception(capfd, caplog):
-    caplog.set_level(logging.WARNING, logger="realtime.face")
+    caplog.set_level(logging.WARNING, logger="core.face")
     try:
         with native_log_filter():
             os.write(2, b"ERROR: kept\n")
@@ -50,10 +52,6 @@ def test_fd2_is_restored_after_an_exception(capfd, caplog):
 
 
 def test_detector_input_is_copied_to_an_aligned_buffer_only_when_needed():
-    import numpy as np
-
-    from realtime.face import aligned
-
     raw = np.zeros(64 * 64 * 3 + 1, np.uint8)[1:].reshape(64, 64, 3)    # data one byte off
     raw[...] = np.arange(raw.size, dtype=np.uint8).reshape(raw.shape)
     out = aligned(raw)

@@ -69,7 +69,7 @@ def data(tmp_path_factory, asset):
 @pytest.fixture(scope="module")
 def expected(data, asset):
     """Probabilities of Recognizer.predict on the crops aligned the way training does."""
-    from realtime.face import FaceAligner
+    from core.face import FaceAligner
 
     onset, apex = (cv2.imread(str(data["face"] / n)) for n in ("onset.png", "apex.png"))
     (c_on, c_ap), _ = FaceAligner().align_sample([onset, apex])

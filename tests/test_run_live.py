@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -10,8 +11,15 @@ from pathlib import Path
 
 import cv2
 import pytest
+import torch
 
-from realtime.events import read_events
+from core import assets
+from core.events import read_events, read_ground_truth
+from core.face import NATIVE_BANNER
+from realtime.frontends.options import build_parser
+from train.checkpoint import save_checkpoint
+from train.moext import MoExtClassifier, MoExtConfig
+from train.synth import ground_truth_path, write_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("negative", "positive", "surprise")
@@ -42,8 +50,6 @@ def count_frames(path):
 @pytest.fixture(scope="module")
 def me_clip(request):
     """The 30 fps clip with two synthetic micro-expressions on a real face (see test_pipeline)."""
-    from train.synth import write_clip, ground_truth_path
-
     path = request.config.cache.mkdir("moext_synth") / "me30_v1.avi"
     if not (path.is_file() and ground_truth_path(path).is_file()):
         write_clip(path, identity="sample_video", fps=30, seconds=4.5, seed=1,
@@ -55,11 +61,6 @@ def me_clip(request):
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     """A random-init width-0.125 MoExt checkpoint (deterministic: its ONNX export is cached)."""
-    import torch
-
-    from train.checkpoint import save_checkpoint
-    from train.moext import MoExtClassifier, MoExtConfig
-
     torch.manual_seed(0)
     cfg = MoExtConfig(width=0.125)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
@@ -89,7 +90,6 @@ def test_headless_run_on_a_face_clip_writes_video_events_and_signal(me_clip, tin
     assert {"t", "found", "value", "threshold", "brows", "eyes", "mouth"} <= set(rows[0])
     assert sum(r["found"] == "1" for r in rows) > 0.9 * n_src
     assert "== summary" in p.stdout and "real-time factor" in p.stdout
-    import json
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == n_src and summary["events"] == len(events)
@@ -169,11 +169,6 @@ def test_gradio_flag_checks_auth_before_starting():
 
 
 def test_bundled_samples_micro_by_default_smile_by_name():
-    from realtime import assets
-    from realtime.cli import build_parser
-    from realtime.events import read_ground_truth
-    from train.synth import ground_truth_path
-
     micro = assets.sample_path("micro")
     assert micro.name == "micro_sample.mp4" and micro.stat().st_size < 1.5e6
     truths = read_ground_truth(ground_truth_path(micro))
@@ -203,15 +198,12 @@ def test_sample_smile_is_the_real_clip():
 def test_default_sample_ends_with_the_ground_truth_and_no_native_banner(tmp_path):
     """The micro sample's ground truth is read and compared (spotting itself is not asserted
     here); the MediaPipe / TFLite / LiteRT start-up banner shows only with --log-level debug."""
-    from realtime.face import NATIVE_BANNER
-
     p = run_live("--sample", "--headless", "--engine", "none", "--max-frames", "30",
                  "--summary-json", tmp_path / "s.json")
     assert p.returncode == 0, p.stderr[-3000:]
     assert "source: micro_sample.mp4" in p.stdout
     assert "== ground truth: micro_sample.gt.jsonl" in p.stdout
     assert "after the last processed frame" in p.stdout     # the event at 2.5 s is past frame 30
-    import json
 
     assert json.loads((tmp_path / "s.json").read_text())["ground_truth"]["file"].endswith("micro_sample.gt.jsonl")
     banner = [line for line in (p.stdout + p.stderr).splitlines() if NATIVE_BANNER.match(line)]
@@ -225,9 +217,6 @@ def test_default_sample_ends_with_the_ground_truth_and_no_native_banner(tmp_path
 
 
 def test_ground_truth_option(tmp_path):
-    from realtime import assets
-    from train.synth import ground_truth_path
-
     p = run_live("--sample", "--headless", "--engine", "none", "--ground-truth", tmp_path / "none.gt.jsonl")
     assert p.returncode == 2 and "--ground-truth" in p.stderr and "no such file" in p.stderr
     bad = tmp_path / "bad.gt.jsonl"

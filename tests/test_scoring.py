@@ -1,10 +1,10 @@
-"""MEGC interval scoring (realtime/scoring.py) against hand-computed figures."""
+"""MEGC interval scoring (realtime/evaluate/scoring.py) against hand-computed figures."""
 from __future__ import annotations
 
 import pytest
 
-from realtime.events import GroundTruth
-from realtime.scoring import (
+from core.events import GroundTruth
+from realtime.evaluate.scoring import (
     Interval,
     SpotScore,
     as_interval,

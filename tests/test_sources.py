@@ -8,10 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from realtime.sources import (
-    ArraySource, CameraError, Frame, ImageFolderError, LiveSource, SourceError, VideoFileError, VideoFileSource,
-    _ReadAhead, natural_key, open_source,
+import realtime.stages.sources.files as sources
+from realtime.stages.sources import (
+    ArraySource, CameraError, Frame, ImageFolderError, LiveSource, SafeCapture, SourceError, VideoFileError,
+    VideoFileSource, natural_key, open_source,
 )
+from realtime.stages.sources.decode import ReadAhead as _ReadAhead
 
 
 def _frames(path, n=None):
@@ -78,8 +80,6 @@ def test_read_ahead_gives_every_frame_in_order_and_stops_when_abandoned(asset):
 
 
 def test_read_ahead_is_bounded_in_bytes(asset, monkeypatch):
-    import realtime.sources as sources
-
     frame_bytes = 640 * 360 * 3
     monkeypatch.setattr(sources, "READ_AHEAD_BYTES", 3 * frame_bytes)
     assert VideoFileSource(asset("single_face.mp4"), read_ahead=8).read_ahead == 3
@@ -285,8 +285,6 @@ def test_unplugged_live_source_is_reopened_then_given_up():
 
 
 def test_safe_capture_defers_release_until_a_blocked_read_returns():
-    from realtime.sources import SafeCapture
-
     class BlockingCapture:  # stands in for a driver read stuck on a stalled device
         def __init__(self):
             self.go = threading.Event()

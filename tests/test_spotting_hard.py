@@ -1,7 +1,7 @@
 """Spotting where real footage is hard: talking, expressive starts, tiny micro-expressions,
 dataset-length sequences, and real camera clips (../shared/data/real, skipped without it).
 
-Small versions of the README's figures, through the same entry points (realtime.evaluate,
+Small versions of the README's figures, through the same entry points (python -m realtime.evaluate,
 run_live.py --images)."""
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from realtime import evaluate
-from realtime.events import read_events
+from core.events import read_events
+from realtime.evaluate import cli as evaluate
+from realtime.evaluate import runs
 from train.synth import eval_identities, write_hard_clip, write_sequences
 
 pytestmark = pytest.mark.slow
@@ -88,7 +89,7 @@ REAL_CLIPS = sorted(REAL.glob("*.mp4")) if REAL.is_dir() else []
 def test_real_footage_no_micro_expression_for_speech_blinks_or_head_motion(clip):
     """Real people talking, smiling, laughing and yawning: none holds a labelled ME, so any
     micro event is a false alarm; their smiles and wide mouth openings are macro."""
-    run = evaluate.spot_video(clip, None, progress=False)
+    run = runs.spot_video(clip, None, progress=False)
     kinds = [d.kind for d in run.detections]
     assert "micro" not in kinds, run.events
     if clip.stem in ("lp_d0", "lp_d18"):          # a held smile; three wide mouth openings

@@ -32,8 +32,18 @@ from engines.tensorrt_build import BuildRecipe, build_recipe, plan_metadata, pro
 from test_engines import make_checkpoint  # the same informative random-weight checkpoint
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
-TRT10_FLAGS = {"FP16", "BF16", "INT8", "TF32", "REFIT", "SPARSE_WEIGHTS", "OBEY_PRECISION_CONSTRAINTS"}
-TRT11_FLAGS = {"TF32", "REFIT", "SPARSE_WEIGHTS", "STRIP_PLAN", "VERSION_COMPATIBLE"}
+# trt.BuilderFlag in TensorRT 10.x (its Python API reference), and what the 10.x -> 11.x
+# migration reference lists as removed: every precision-enabling flag (all networks are
+# strongly typed in 11.x and take their precision from the ONNX graph).
+TRT10_FLAGS = frozenset({
+    "FP16", "BF16", "INT8", "DEBUG", "GPU_FALLBACK", "REFIT", "DISABLE_TIMING_CACHE", "TF32", "SPARSE_WEIGHTS",
+    "SAFETY_SCOPE", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS", "DIRECT_IO",
+    "REJECT_EMPTY_ALGORITHMS", "VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME", "FP8", "ERROR_ON_TIMING_CACHE_MISS",
+    "DISABLE_COMPILATION_CACHE", "WEIGHTLESS", "STRIP_PLAN", "REFIT_IDENTICAL", "WEIGHT_STREAMING", "INT4",
+    "REFIT_INDIVIDUAL", "STRICT_NANS", "MONITOR_MEMORY", "FP4", "EDITABLE_TIMING_CACHE"})
+REMOVED_IN_11 = frozenset({"FP16", "INT8", "FP8", "BF16", "INT4", "FP4", "OBEY_PRECISION_CONSTRAINTS",
+                           "PREFER_PRECISION_CONSTRAINTS", "DIRECT_IO"})
+TRT11_FLAGS = TRT10_FLAGS - REMOVED_IN_11
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -76,16 +86,37 @@ def _meta(graph_info, **over):
 
 
 # ------------------------------------------------------------------ builder recipe and profile
-def test_recipe_tensorrt11_uses_typed_graphs_and_no_precision_flags():
-    assert build_recipe("fp16", TRT11_FLAGS) == BuildRecipe("fp16", strongly_typed=True)
-    assert build_recipe("int8", TRT11_FLAGS) == BuildRecipe("int8", strongly_typed=True)
-    assert build_recipe("fp32", TRT11_FLAGS) == BuildRecipe("fp32", clear_flags=("TF32",), strongly_typed=True)
+def _flag_sets():
+    sets = {"tensorrt 10 (documented)": TRT10_FLAGS, "tensorrt 11 (documented)": TRT11_FLAGS}
+    if HAS_TENSORRT:
+        import tensorrt as trt  # optional: only where it is installed
+
+        sets[f"tensorrt {trt.__version__} (installed)"] = frozenset(trt.BuilderFlag.__members__)
+    return sets
 
 
-def test_recipe_tensorrt10_uses_flags_where_present():
-    assert build_recipe("fp16", TRT10_FLAGS) == BuildRecipe("fp32", set_flags=("FP16",))
-    assert build_recipe("int8", TRT10_FLAGS) == BuildRecipe("int8", set_flags=("INT8", "FP16"))
-    assert build_recipe("fp32", TRT10_FLAGS) == BuildRecipe("fp32", clear_flags=("TF32",))
+@pytest.mark.parametrize("version", list(_flag_sets()))
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_recipe_uses_only_flags_that_exist_and_yields_the_asked_precision(version, precision):
+    """What a build relies on: no flag the installed TensorRT lacks (an AttributeError
+    mid-build), and the plan computes in the precision asked for: a strongly typed network
+    takes it from the ONNX graph; a weakly typed one needs the precision flag."""
+    flags = _flag_sets()[version]
+    r = build_recipe(precision, flags)
+    assert set(r.set_flags) <= flags and set(r.clear_flags) <= flags
+    if r.strongly_typed:
+        assert r.onnx_precision == precision and not r.set_flags
+    else:
+        assert "FP16" in flags                         # weak typing exists only where FP16 is a flag
+        want = {"fp32": set(), "fp16": {"FP16"}, "int8": {"INT8"}}[precision]
+        assert want <= set(r.set_flags)
+        assert r.onnx_precision in ("fp32", precision)
+    if precision == "fp32" and "TF32" in flags:
+        assert "TF32" in r.clear_flags                 # fp32 means fp32, not TF32 matmuls
+
+
+def test_tensorrt11_builds_are_strongly_typed_and_unknown_precision_is_refused():
+    assert all(build_recipe(p, TRT11_FLAGS).strongly_typed for p in ("fp32", "fp16", "int8"))
     with pytest.raises(ValueError, match="precision must be one of"):
         build_recipe("bf16", TRT10_FLAGS)
 

@@ -1,18 +1,18 @@
 """FaceTracker and SmoothedTransform on the bundled real clips (REALTIME.md, "face
-tracker" and "aligner"). Speed is measured by `python -m realtime.tracker`, not asserted."""
+tracker" and "aligner"). Speed is measured by `python -m realtime.stages.tracker`, not asserted."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
 
-from realtime.face import (
+from core.face import (
     DlibDetector, Landmarks68, TRACKER_KINDS, alignment_transform, face_models, landmark_error,
 )
-from realtime.tracker import (
+from realtime.stages.tracker import (
     FaceTracker, SmoothedTransform, TrackerConfig, TrackResult, centre_distance, inside_fraction, same_subject,
 )
-from realtime.face import FaceBox
+from core.face import FaceBox
 
 
 def read_frames(path, scale: float = 1.0) -> list[np.ndarray]:

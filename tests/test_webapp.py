@@ -1,11 +1,12 @@
 """The web demo's handlers without a browser: recording tab, limits, sessions, files.
 
-The handlers are the ones the page calls (realtime.webapp.WebApp.live_step /
+The handlers are the ones the page calls (realtime.frontends.webhandlers.WebApp.live_step /
 analyse_upload), on a real clip of a real face with a synthetic micro-expression
 (train.synth), real decoding, the real Pipeline and a small random-init MoExt network.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import time
@@ -18,11 +19,11 @@ import torch
 from matplotlib.figure import Figure
 
 from engines.recognizer import Recognizer
-from realtime.events import read_events
-from realtime.webapp import (
-    EVENT_COLUMNS, MemoryImage, JpegFrame, UploadRefused, WebApp, WebConfig, build_app, launch, parse_auth,
-)
-from realtime.webcodec import BROWSER_CODECS, BrowserVideoWriter, available_codecs, probe
+from core.events import read_events
+from realtime.frontends.webapp import MemoryImage, build_app, launch, parse_auth
+from realtime.frontends.webhandlers import WebApp
+from realtime.frontends.websession import EVENT_COLUMNS, JpegFrame, UploadRefused, WebConfig
+from realtime.frontends.webcodec import BROWSER_CODECS, BrowserVideoWriter, available_codecs, probe
 from train.checkpoint import save_checkpoint
 from train.moext import MoExtClassifier, MoExtConfig
 from y4m import event_clip_frames, read_counter, read_y4m, stamp_counter, write_y4m
@@ -264,7 +265,6 @@ def test_auth_parsing_and_launch_refusals(tmp_path):
     assert parse_auth("ann:pa:ss") == ("ann", "pa:ss") and parse_auth(None) is None
     with pytest.raises(ValueError, match="USER:PASSWORD"):
         parse_auth("ann:")
-    import argparse
 
     args = argparse.Namespace(engine="none", device="cpu", tracker="fast", calibration=None, auth="nobody",
                               share=False, host="127.0.0.1", port=0)

@@ -10,16 +10,17 @@
 - MEGC spotting submission (``MegcWriter``): the CSV of the MEGC 2022 spotting task (ACM
   Multimedia 2022 grand challenge, unseen CAS(ME)^3 and SAMM Challenge long videos):
   ``vid,pred_onset,pred_offset,type`` with type ``me`` (micro) or ``mae`` (macro), frame
-  numbers in the dataset's numbering (the first image's number for a folder of frames,
-  1-based for a video file, as realtime.evaluate reads the workbooks), onset and offset
-  inclusive. MEGC asked for one file per dataset: split by the ``vid`` prefix if needed.
+  numbers in the dataset's numbering (``first_frame_number``: the first image's number for
+  a folder of frames, 1-based for a video file; realtime.evaluate reads the CAS(ME)^2 and
+  SAMM workbooks with the same convention), onset and offset inclusive. MEGC asked for
+  one file per dataset: split by the ``vid`` prefix if needed.
 - Intervals (``IntervalWriter``): a plain CSV, one row per event, with the column names of
   BORIS's own tabular "aggregated events" export (Observation id, Media file, FPS, Subject,
   Behavior, Modifiers, Behavior type, Start (s), Stop (s), Duration (s)) then ours
   (Session, Face, Kind, Label, Confidence, Apex (s), onset / apex / offset frames).
   Behavior is the kind (micro / macro), Modifiers the label. Spreadsheets open it as is.
 
-All writers take ``realtime.events.Event`` records (or their dicts) of one recording at a
+All writers take ``core.events.Event`` records (or their dicts) of one recording at a
 time, so a batch streams them without holding the whole study in memory.
 """
 from __future__ import annotations
@@ -27,11 +28,13 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import os
+import re
 from pathlib import Path
 from typing import IO, Iterable
 from xml.etree import ElementTree as ET
 
-from realtime.events import Event
+from core.events import Event
+from realtime.stages.sources import IMAGE_EXTENSIONS, natural_key
 
 UNLABELLED = "unlabelled"
 MEGC_EDITION = "MEGC 2022 spotting task (CAS(ME)^3 / SAMM Challenge unseen test sets)"
@@ -128,11 +131,16 @@ def write_eaf(path: str | os.PathLike, events: Iterable, *, media: str | os.Path
 # ------------------------------------------------------------------------------------- MEGC
 
 def first_frame_number(media: str | os.PathLike) -> int:
-    """The dataset number of stream frame 0: the first image's number in a folder of
-    frames, 1 for a video file (realtime.evaluate's convention for the workbooks)."""
-    from realtime.evaluate import first_frame_number as ffn
-
-    return ffn(Path(media))
+    """The dataset number of stream frame 0: the first image's number (the last number in
+    its name) in a folder of frames, 1 for a video file: the numbering of the CAS(ME)^2 and
+    SAMM releases (the MEGC submission here, and realtime.evaluate's workbooks)."""
+    media = Path(media)
+    if media.is_dir():
+        imgs = sorted((p for p in media.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS),
+                      key=lambda p: natural_key(p.name))
+        m = re.search(r"(\d+)(?!.*\d)", imgs[0].stem) if imgs else None
+        return int(m.group(1)) if m else 1
+    return 1
 
 
 class MegcWriter:

@@ -2,13 +2,18 @@
 
 Counts per subject (and session), per class and kind, event durations, the recordings that
 failed with their errors, and the run's throughput and peak memory. Built by
-``realtime.batch.write_outputs`` from totals gathered while the combined tables stream by,
+``realtime.batch.tables.write_outputs`` from totals gathered while the combined tables stream by,
 so it costs no second pass over the events.
 """
 from __future__ import annotations
 
 import html
 from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")            # plots are files; never a window
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
 MAX_BARS = 40     # subjects / classes drawn in a plot (the tables list all)
 
@@ -126,11 +131,6 @@ def _html(blocks, title: str) -> str:
 
 
 def _plots(out: Path, tot) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     folder = out / "plots"
     folder.mkdir(exist_ok=True)
     made = {}

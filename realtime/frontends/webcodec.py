@@ -10,7 +10,7 @@ FFV1), so the web demo encodes its annotated recording separately:
   wheel; no extra package), about ten times slower to encode. Plays in Chromium, Chrome,
   Edge and Firefox. The fallback without PyAV.
 
-``BrowserVideoWriter`` is a sink (realtime.sinks.Sink) like ``AnnotatedVideoWriter``:
+``BrowserVideoWriter`` is a sink (realtime.stages.sinks.Sink) like ``AnnotatedVideoWriter``:
 
     writer = BrowserVideoWriter("out/annotated", fps=src.fps)   # suffix chosen by codec
     for frame in src:
@@ -28,15 +28,12 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from realtime.sinks import Sink, SinkError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from realtime.pipeline import FrameResult
+from realtime.stages.results import FrameResult
+from realtime.stages.sinks import Sink, SinkError
 
 CODECS = ("h264", "vp8")
 SUFFIX = {"h264": ".mp4", "vp8": ".webm"}
@@ -108,7 +105,7 @@ class BrowserVideoWriter(Sink):
         if self.size[0] < 2 or self.size[1] < 2:
             raise SinkError(f"{self.path}: frames of {w}x{h} pixels are too small to encode")
         if self.codec == "h264":
-            import av
+            import av  # optional (PyAV, for H.264): without it the writer falls back to VP8
 
             try:
                 self._container = av.open(str(self.path), mode="w", options={"movflags": "+faststart"})
@@ -140,7 +137,7 @@ class BrowserVideoWriter(Sink):
             image = cv2.resize(image, (tw, th), interpolation=cv2.INTER_AREA)
         image = np.ascontiguousarray(image)
         if self._stream is not None:
-            import av
+            import av  # optional (PyAV): only an H.264 stream, opened above, gets here
 
             frame = av.VideoFrame.from_ndarray(image, format="bgr24")
             for packet in self._stream.encode(frame):
@@ -149,7 +146,7 @@ class BrowserVideoWriter(Sink):
             self._cv_writer.write(image)
         self.frames += 1
 
-    def handle(self, result: "FrameResult") -> None:
+    def handle(self, result: FrameResult) -> None:
         self.write(result.overlay if result.overlay is not None else result.frame.image)
 
     def _close_container(self) -> None:
@@ -189,7 +186,7 @@ def probe(path: str | os.PathLike) -> VideoProbe:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such video file")
     if pyav_available():
-        import av
+        import av  # optional (PyAV): OpenCV reads the file back when it is missing
 
         with av.open(str(path)) as f:
             s = f.streams.video[0]

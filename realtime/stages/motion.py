@@ -14,7 +14,7 @@ held, and rises a second time during the return (apex -> offset), and once more 
 later when the window's far end crosses the event. Against a reference frozen at the
 last neutral moment, the signal is the displacement from neutral itself: it leaves the
 baseline at the onset, peaks at the apex and comes back at the offset, so the spotter
-reads onset / apex / offset directly off one bump (realtime/spotter.py). The rolling lag
+reads onset / apex / offset directly off one bump (realtime/stages/spotter.py). The rolling lag
 (250 ms, longer than the part of an onset the spotter needs to see before it opens an
 event, shorter than slow drift) keeps lighting and pose drift out of the baseline. After
 an event the reference restarts at the current frame so the tail of the event is never
@@ -23,7 +23,7 @@ compared with itself (no echo bump).
 Per frame (measured here, one core): 224 -> 112 grey resize, DIS optical flow
 (ultrafast preset, 0.06 ms at 112x112), region statistics; well under 1 ms in all.
 
-Regions are fixed rectangles in the aligned crop (realtime/face.py MEAN_SHAPE_68 gives
+Regions are fixed rectangles in the aligned crop (core/face.py MEAN_SHAPE_68 gives
 where brows, eyes, nose and mouth sit): brows, eyes, nose (nasal wings: AU9/AU10 wrinkle),
 mouth, and nose_ref (the rigid nose bridge). Each region's value is the mean flow
 magnitude, in pixels of the 224 crop, after subtracting the face's rigid motion: an
@@ -36,6 +36,7 @@ as long as a micro-expression but moves only the eyelids (REALTIME.md, "spotter"
 """
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -43,7 +44,7 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from realtime.face import CROP_SIZE, MEAN_SHAPE_68
+from core.face import CROP_SIZE, MEAN_SHAPE_68
 
 # Regions as (x0, y0, x1, y1) in the 224x224 aligned crop, derived from the mean
 # landmark shape so they follow the alignment template (one place for each fact).
@@ -77,12 +78,17 @@ DIS_PRESETS = {
 }
 
 
+FLOW_SIZE = 112
+"""Side of the grey crop the flow runs on (MotionConfig.flow_size's default)."""
+
+
 @dataclass
 class MotionConfig:
-    flow_size: int = 112            # side of the grey crop the flow runs on
-    ref_lag_ms: float = 250.0       # age of the rolling reference frame
+    flow_size: int = FLOW_SIZE      # side of the grey crop the flow runs on
+    ref_lag_ms: float = 250.0       # age of the rolling reference frame (source time)
     preset: str = "ultrafast"       # DIS preset (see DIS_PRESETS)
-    finest_scale: int | None = 1    # DIS finest pyramid level; None keeps the preset's (2)
+    finest_scale: int | None = 1     # DIS finest pyramid level; None keeps the preset's (2 for
+                                     # ultrafast: 0.08 ms at 112x112, level 1 cost 0.65 ms)
     blur_sigma: float = 0.8         # Gaussian blur before the flow (camera noise), 0 = off
     average_ms: float = 0.0         # average the last frames over this span before the flow (0 = off)
     rigid: str = "affine"           # head motion removed: "affine" (RigidMotion) or "translation" (nose bridge)
@@ -149,7 +155,12 @@ class RigidMotion:
     (6 parameters) is fitted to the flow on a grid of points inside the face outline
     (jaw line and brows of the mean shape) by iteratively reweighted least squares with
     Tukey's biweight, so the few pixels that an expression moves get no weight; what is
-    left after subtracting it is the non-rigid, expression motion. About 0.2 ms at 112x112.
+    left after subtracting it is the non-rigid, expression motion.
+
+    Cost: float32, the normal equations solved as 3x3 systems, and the
+    residual formed only inside the region boxes (``region_residuals``), never over the
+    whole crop. Every second pixel is kept: every fourth halved the fit's cost but lost a
+    micro-expression on two hard 200 fps clips.
     """
 
     def __init__(self, size: int, step: int = 2, iterations: int = 3) -> None:
@@ -160,30 +171,58 @@ class RigidMotion:
         ys, xs = np.nonzero(mask)
         keep = (ys % step == 0) & (xs % step == 0)
         self.xi, self.yi = xs[keep], ys[keep]
-        self.X = np.stack([self.xi, self.yi, np.ones_like(self.xi)], 1).astype(np.float64)
-        gx, gy = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
-        self.grid = np.stack([gx, gy, np.ones_like(gx)], -1)        # (S, S, 3)
+        self.X = np.stack([self.xi, self.yi, np.ones_like(self.xi)], 1).astype(np.float32)
+        self.size = size
         self.iterations = iterations
 
     def fit(self, flow: np.ndarray) -> np.ndarray:
         """The (3, 2) affine A with flow(x, y) ~ [x, y, 1] @ A on the face's rigid part."""
-        v = flow[self.yi, self.xi].astype(np.float64)                # (N, 2)
-        X, w = self.X, np.ones(len(v))
-        A = np.zeros((3, 2))
+        v = flow[self.yi, self.xi].astype(np.float32, copy=False)    # (N, 2)
+        X = self.X
+        Xw = X
+        A = np.zeros((3, 2), np.float32)
+        ridge = np.float32(1e-6) * np.eye(3, dtype=np.float32)
         for _ in range(self.iterations):
-            Xw = X * w[:, None]
             try:
-                A = np.linalg.solve(Xw.T @ X + 1e-6 * np.eye(3), Xw.T @ v)
+                A = np.linalg.solve(Xw.T @ X + ridge, Xw.T @ v)
             except np.linalg.LinAlgError:
                 break
-            r = np.sqrt(((X @ A - v) ** 2).sum(1))
+            d = X @ A - v
+            r = np.sqrt((d * d).sum(1))
             c = 2.5 * max(1.4826 * float(np.median(r)), 0.05)
-            w = np.where(r < c, (1.0 - (r / c) ** 2) ** 2, 0.0)
+            u = np.minimum(r / np.float32(c), 1.0)
+            w = (1.0 - u * u) ** 2                                    # Tukey: 0 beyond c
+            Xw = X * w[:, None]
         return A
 
     def residual(self, flow: np.ndarray) -> np.ndarray:
-        """``flow`` minus the fitted rigid flow field."""
-        return flow - self.grid @ self.fit(flow).astype(np.float32)
+        """``flow`` minus the fitted rigid flow field, over the whole crop."""
+        return _minus_affine(flow, self.fit(flow), 0, 0)
+
+    def region_residuals(self, flow: np.ndarray, boxes: dict[str, tuple[int, int, int, int]],
+                         names: tuple[str, ...]) -> dict[str, float]:
+        """Mean magnitude of the residual (flow minus the fitted rigid field) inside each
+        named box: only those pixels are computed."""
+        A = self.fit(flow)
+        out = {}
+        for name in names:
+            x0, y0, x1, y1 = boxes[name]
+            d = _minus_affine(flow[y0:y1, x0:x1], A, x0, y0)
+            out[name] = float(np.sqrt((d * d).sum(-1)).mean())
+        return out
+
+
+def _minus_affine(flow: np.ndarray, A: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    """``flow`` (a window whose top-left pixel is (x0, y0)) minus the affine field
+    [x, y, 1] @ A, by broadcasting a row and a column (no per-pixel matrix product)."""
+    h, w = flow.shape[:2]
+    x = np.arange(x0, x0 + w, dtype=np.float32)
+    y = np.arange(y0, y0 + h, dtype=np.float32)[:, None]
+    A = A.astype(np.float32, copy=False)
+    d = np.empty((h, w, 2), np.float32)
+    for k in range(2):
+        d[..., k] = flow[..., k] - (A[0, k] * x + A[2, k]) - A[1, k] * y
+    return d
 
 
 def region_motions(flow: np.ndarray, boxes: dict[str, tuple[int, int, int, int]],
@@ -195,8 +234,8 @@ def region_motions(flow: np.ndarray, boxes: dict[str, tuple[int, int, int, int]]
     pixels to the unit reported (224-crop pixels)."""
     head = head_translation(flow, boxes["nose_ref"])
     if rigid is not None:
-        res = rigid.residual(flow)
-        out = {name: scale * region_motion(res, boxes[name], np.zeros(2, np.float32)) for name in REPORT_REGIONS}
+        res = rigid.region_residuals(flow, boxes, REPORT_REGIONS)
+        out = {name: scale * res[name] for name in REPORT_REGIONS}
     else:
         out = {name: scale * region_motion(flow, boxes[name], head) for name in REPORT_REGIONS}
     out["nose_ref"] = scale * float(np.hypot(*head))
@@ -255,6 +294,25 @@ def to_flow_gray(crop_bgr: np.ndarray, size: int, blur_sigma: float) -> np.ndarr
     return np.ascontiguousarray(g)
 
 
+def flow_crop(region: np.ndarray, offset: tuple[int, int], transform: np.ndarray, size: int) -> np.ndarray:
+    """The motion stage's input from the frame: ``region`` (a BGR or grey part of the frame
+    whose top-left pixel is ``offset`` = (x0, y0) in the frame) warped with the alignment
+    ``transform`` (frame -> 224 crop), made grey and resized (INTER_AREA) to (size, size).
+
+    Issue 16 tried cheaper orders and kept none: warping grey straight to 112 aliases
+    (micro F1 on two hard 200 fps clips 0.82 against 1.00), and converting to grey BEFORE
+    the 224 warp (0.37 against 0.51 ms; within 1 grey level) turned a speech burst of a real
+    30 fps clip into a micro event. This is the operation order the spotter was tuned on."""
+    m = np.asarray(transform, np.float64).copy()
+    m[:, 2] = m[:, :2] @ np.asarray(offset, np.float64) + m[:, 2]            # region -> 224 crop
+    c = cv2.warpAffine(region, m, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if c.ndim == 3:
+        c = cv2.cvtColor(c, cv2.COLOR_BGR2GRAY)
+    if size != CROP_SIZE:
+        c = cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA)
+    return c
+
+
 # ----------------------------------------------------------------------------- state
 
 class MotionSignal:
@@ -264,7 +322,7 @@ class MotionSignal:
         sample = motion.update(crop_224_bgr)                 # MotionSample
         sample = motion.update(crop, hold=spotter.holding)   # freeze the reference in events
 
-    ``hold`` should be True while the spotter has an event open (realtime.spotter.
+    ``hold`` should be True while the spotter has an event open (realtime.stages.spotter.
     LiveSpotter wires this up). Keyword overrides go to MotionConfig:
     ``MotionSignal(30, ref_lag_ms=300)``.
     """
@@ -282,7 +340,8 @@ class MotionSignal:
             raise ValueError(f"spot_regions {bad} unknown; choose from {REPORT_REGIONS}")
         if cfg.flow_size < 32:
             raise ValueError(f"flow_size {cfg.flow_size} is too small for the regions; use >= 64")
-        self.lag = max(1, int(round(cfg.ref_lag_ms * self.fps / 1000.0)))   # frames
+        self.lag = max(1, int(round(cfg.ref_lag_ms * self.fps / 1000.0)))   # frames at the nominal rate
+        self.lag_s = self.lag / self.fps    # the lag in source time: whole frames at the nominal rate
         self.n_average = max(1, int(round(cfg.average_ms * self.fps / 1000.0)))
         if cfg.rigid not in ("affine", "translation"):
             raise ValueError(f"rigid must be 'affine' or 'translation', got {cfg.rigid!r}")
@@ -296,15 +355,21 @@ class MotionSignal:
 
     def reset(self) -> None:
         """Forget every frame (new face, face lost, new stream)."""
-        self._buf: deque[tuple[int, np.ndarray]] = deque(maxlen=self.lag + 1)   # (count, grey)
+        # (count, t, grey), oldest first; pruned by source time, capped as a safeguard
+        self._buf: deque[tuple[int, float, np.ndarray]] = deque(maxlen=8 * (self.lag + 1))
         self._count = 0                 # frames seen since reset
-        self._since = 0                 # no reference older than this count
-        self._held: tuple[int, np.ndarray] | None = None
+        self._since_t = -math.inf       # no reference older than this source time
+        self._held: tuple[int, float, np.ndarray] | None = None
         self._head = np.zeros(2, np.float32)      # last head translation (flow px): the next prediction
         self._raw: deque[np.ndarray] = deque(maxlen=self.n_average)
 
-    def update(self, crop_bgr: np.ndarray, hold: bool = False) -> MotionSample:
-        """Add one aligned crop (224x224 BGR, or any square grey/BGR crop); return its motion."""
+    def update(self, crop_bgr: np.ndarray, hold: bool = False, t: float | None = None) -> MotionSample:
+        """Add one aligned crop (224x224 BGR, or any square grey/BGR crop; ``flow_crop`` makes
+        the grey one it needs straight from the frame); return its motion.
+
+        ``t``: the frame's source time in seconds. The reference is the frame ``ref_lag_ms``
+        of SOURCE TIME ago, so a camera that drops frames or a stream whose rate varies does
+        not stretch the lag; without ``t`` frames are taken to be 1/fps apart."""
         t0 = time.perf_counter()
         if crop_bgr is None or crop_bgr.ndim not in (2, 3) or crop_bgr.shape[0] != crop_bgr.shape[1]:
             shape = None if crop_bgr is None else crop_bgr.shape
@@ -316,18 +381,21 @@ class MotionSignal:
             gray = np.mean(self._raw, axis=0).round().astype(np.uint8) if len(self._raw) > 1 else gray
         count = self._count
         self._count += 1
+        if t is None:
+            t = count / self.fps
+        t = float(t)
 
         if not hold and self._held is not None:          # event closed: restart here
             self._held = None
-            self._since = count
+            self._since_t = t
             self._head[:] = 0.0
-        ref = self._reference(count, hold)
-        self._buf.append((count, gray))
+        ref = self._reference(t, hold)
+        self._buf.append((count, t, gray))
         t1 = time.perf_counter()
         if ref is None:
             return MotionSample(0.0, {n: 0.0 for n in REPORT_REGIONS + ("nose_ref",)}, ready=False,
                                 timings_ms={"prep": (t1 - t0) * 1e3, "flow": 0.0, "total": (t1 - t0) * 1e3})
-        ref_count, ref_gray = ref
+        ref_count, _, ref_gray = ref
         flow = compensated_flow(self._dis, ref_gray, gray, self._head)   # (S, S, 2) float32
         t2 = time.perf_counter()
         regions, head = region_motions(flow, self.boxes, self.scale, self._rigid)
@@ -342,21 +410,26 @@ class MotionSignal:
                         "regions": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3},
         )
 
-    def _reference(self, count: int, hold: bool) -> tuple[int, np.ndarray] | None:
+    def _reference(self, t: float, hold: bool) -> tuple[int, float, np.ndarray] | None:
         if hold and self._held is not None:
             return self._held
-        want = max(count - self.lag, self._since)
+        want = max(t - self.lag_s, self._since_t) - _TIME_TOL
+        buf = self._buf
+        while len(buf) > 1 and buf[0][1] < t - self.lag_s - _TIME_TOL:
+            buf.popleft()                       # older than any later frame will want
         ref = None
-        for c, g in self._buf:                 # oldest first; at most lag+1 entries
-            if c >= want:
-                ref = (c, g)
+        for item in buf:                        # oldest first: the oldest one young enough
+            if item[1] >= want:
+                ref = item
                 break
-        if ref is None and self._buf:
-            ref = self._buf[-1]
-        if ref is None:
-            if hold:        # nothing to compare with yet; hold from the next frame on
-                return None
+        if ref is None and buf:
+            ref = buf[-1]
+        if ref is None:          # nothing to compare with yet (when holding: from the next frame on)
             return None
         if hold:
             self._held = ref
         return ref
+
+
+_TIME_TOL = 1e-6
+"""Seconds: frame times computed as index / fps differ from exact multiples by rounding."""

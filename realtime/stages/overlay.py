@@ -8,6 +8,8 @@ achieved frame rate, and plain messages for "no face" / "2 faces: tracking #1" /
 
     view = OverlayView(found=True, box=box, face_id=1, n_faces=1, ...)
     annotated = draw_overlay(frame_bgr, view)     # a new image; the input is untouched
+
+The README's screenshot of it comes from a real run: ``python -m realtime.frontends.snapshot``.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from realtime.events import Event
+from core.events import Event
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 WHITE = (255, 255, 255)
@@ -36,7 +38,7 @@ class OverlayView:
     """Everything the overlay draws for one frame (built by the pipeline)."""
 
     found: bool = False
-    box: object | None = None                 # realtime.face.FaceBox
+    box: object | None = None                 # core.face.FaceBox
     face_id: int | None = None
     n_faces: int = 0
     message: str | None = None                # e.g. "no face", "face too small"
@@ -199,69 +201,3 @@ def _draw_curve(img: np.ndarray, view: OverlayView, s: float, lw: int) -> None:
             cv2.polylines(img, runs, False, WHITE, 1, cv2.LINE_AA)
     _text(img, f"motion (last {view.window_s:.0f} s)", (x0 + int(6 * s), y0 + int(14 * s)), 0.42 * s, GREY, 1,
           bg=False)
-
-
-# ---- command line: the README's overlay screenshot, from a real run ------------------------
-
-def snapshot(video, out, *, fps: float | None = None, engine: str = "auto", device: str = "auto",
-             after_ms: float = 120.0, tracker: str = "fast") -> dict:
-    """Run ``video`` through the live pipeline and save the annotated frame ``after_ms``
-    after the first event appeared (its label on screen, the bump in the curve).
-
-    Returns what was saved: frame index, event, engine. Raises RuntimeError if no event."""
-    from pathlib import Path
-
-    from realtime.pipeline import Pipeline, PipelineConfig, load_recognizer
-    from realtime.sources import open_source
-
-    recognizer = load_recognizer(engine, device)
-    with open_source(video=video, fps=fps) as src:
-        pipe = Pipeline.for_source(src, PipelineConfig(tracker=tracker, engine="none" if recognizer is None else engine),
-                                   recognizer=recognizer)
-        first_t, saved = None, None
-        for frame in src:
-            r = pipe.process(frame)
-            if first_t is None and r.new_events:
-                first_t = r.t
-            if first_t is not None and r.t - first_t >= after_ms / 1000.0 and r.overlay is not None:
-                out = Path(out)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                if not cv2.imwrite(str(out), r.overlay):
-                    raise RuntimeError(f"{out}: could not write the image; use a .png path in a writable folder")
-                saved = {"frame": r.index, "t": r.t, "event": pipe.last_event.to_dict(), "engine": pipe.engine_info()}
-                break
-        pipe.close(wait=False)
-    if saved is None:
-        raise RuntimeError(f"{video}: no event was spotted, so there is nothing to show; use a clip with an "
-                           "expression after the first second (python -m train.synth clip ...)")
-    return saved
-
-
-def _main(argv=None) -> int:
-    import argparse
-    import json
-
-    ap = argparse.ArgumentParser(
-        description="Save one annotated frame of a real run, shortly after the first event (the README's "
-                    "overlay screenshot).",
-        epilog="example:\n  python -m train.synth clip --fps 200 --seconds 4 --events micro --out clips/shot.avi\n"
-               "  python -m realtime.overlay clips/shot.avi --out docs/overlay.png",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("video")
-    ap.add_argument("--out", default="docs/overlay.png")
-    ap.add_argument("--fps", type=float, help="true frame rate if the header is wrong")
-    ap.add_argument("--engine", default="auto", help="auto | checkpoint/engine path | none")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--after-ms", type=float, default=120.0, help="source time after the first event (default 120)")
-    args = ap.parse_args(argv)
-    info = snapshot(args.video, args.out, fps=args.fps, engine=args.engine, device=args.device,
-                    after_ms=args.after_ms)
-    e = info["event"]
-    print(f"wrote {args.out}: frame {info['frame']}, event {e['kind']} {e['label']} "
-          f"(frames {e['onset_frame']}-{e['apex_frame']}-{e['offset_frame']}), engine {info['engine'].get('engine')}")
-    print(json.dumps(info["engine"], default=str)[:400])
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())

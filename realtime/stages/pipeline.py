@@ -4,11 +4,11 @@
            -> recogniser (background worker) -> sinks
 
 One ``Pipeline`` per stream or browser session; every front end (the window and files of
-run_live.py, the Gradio demo, realtime.bench) drives the same object (STYLE.md, "one
+run_live.py, the Gradio demo, realtime.bench.cli) drives the same object (STYLE.md, "one
 pipeline, many front ends"):
 
-    from realtime.pipeline import Pipeline, PipelineConfig
-    from realtime.sources import open_source
+    from realtime.stages.pipeline import Pipeline, PipelineConfig
+    from realtime.stages.sources import open_source
 
     with open_source(video="clip.avi", fps=200) as src:
         pipe = Pipeline(PipelineConfig(fps=src.fps, engine="auto"), source_name=src.name)
@@ -20,15 +20,15 @@ pipeline, many front ends"):
 
 What happens to each frame (``process``):
 
-1. track: ``realtime.tracker.FaceTracker`` gives the subject's box, 68 landmarks,
+1. track: ``realtime.stages.tracker.FaceTracker`` gives the subject's box, 68 landmarks,
    ``face_id`` and ``n_faces`` (timings "detect", "landmarks").
-2. align ("align"): the training alignment (``realtime.face.alignment_transform``, five
+2. align ("align"): the training alignment (``core.face.alignment_transform``, five
    landmarks onto the template) is smoothed over time (``tracker.SmoothedTransform``;
    landmark jitter is motion to the spotter) and frozen while the spotter holds an event
    open; the frame is warped to a 224x224 crop with it. A face-region copy of the frame
    and the frame's own (raw) transform go into a rolling buffer of ``buffer_s`` seconds.
-3. motion ("motion"): ``realtime.motion.MotionSignal`` on the smoothed crop.
-4. spot ("spot"): ``realtime.spotter.OnlineSpotter`` at the source's true rate.
+3. motion ("motion"): ``realtime.stages.motion.MotionSignal`` on the smoothed crop.
+4. spot ("spot"): ``realtime.stages.spotter.OnlineSpotter`` at the source's true rate.
    - "apex" update (apex confirmed): the ONSET frame's transform warps both the onset and
      the apex frame from the buffer (one alignment for the pair, computed on the onset,
      as in training: DATASETS.md), converted to RGB once and submitted to the
@@ -37,7 +37,7 @@ What happens to each frame (``process``):
      to the event sinks as soon as its label is there.
 5. infer ("infer"): results the worker finished since the last frame are collected; the
    stage time is the recogniser's own compute time for those results.
-6. draw ("draw"): the overlay (``realtime.overlay``), on every frame or capped at
+6. draw ("draw"): the overlay (``realtime.stages.overlay``), on every frame or capped at
    ``draw_fps`` (display rate), see ``PipelineConfig``.
 
 "decode" is the source's read/decode time (``Frame.decode_ms``), recorded here so that
@@ -56,11 +56,12 @@ Alignment smoothing: the transform is averaged with a 0.5 s time constant
 brow and chin points move in AU4 / AU1+2), which the motion signal then sees as head
 motion; on the generator's 30 and 200 fps clips 0.1 s missed events that 0.5 s found.
 
-Landmark rate: the landmark model runs at most ``landmarks_hz`` (100) times per second of
-source time; on a 200 fps stream every other frame reuses the previous frame's landmarks
-and raw transform (the tracker's ``refresh=False``). The face moves a fraction of a pixel
-in 5 ms and the motion crop's alignment is averaged over 0.5 s, so the signal keeps its
-shape; the per-frame path saves about a millisecond.
+Landmark rate: the landmark model runs at most ``landmarks_hz`` (50) times per second of
+source time (by the frames' timestamps, so a stream that drops frames refreshes as
+often); on a 200 fps stream three frames in four reuse the previous landmarks and raw
+transform (the tracker's ``refresh=False``). The face moves a fraction of a pixel in
+20 ms and the motion crop's alignment is averaged over 0.5 s (and frozen through events),
+so the signal keeps its shape; the per-frame path saves about a millisecond.
 
 Faces: no face -> the spotter is not fed and the overlay says "no face". A face missing
 for more than ``loss_reset_s`` restarts the motion signal and drops the spotter's open
@@ -71,11 +72,16 @@ tracker follows one subject; ``n_faces`` and ``face_id`` say which, in the overl
 
 Threads: ``process`` is called from one thread; the recogniser runs in the worker's
 thread; one recogniser may be shared by several pipelines (one worker each).
+
+Where things live: this module runs the per-frame path (``Pipeline``, ``PipelineConfig``);
+``realtime.stages.results`` holds what it returns (``FrameResult``, ``RunSummary``,
+``StageStats``); ``realtime.stages.framebuffer`` the rolling face-region buffer;
+``realtime.stages.eventbook`` the events between the spotter and the sinks (the pair
+hand-off to the recognition worker, provisional and final records, their latencies).
 """
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import math
 import time
@@ -83,17 +89,22 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-import cv2
 import numpy as np
 
-from engines.contract import bgr_to_rgb
-from realtime.events import MICRO_MAX_MS, Event, expression_kind
-from realtime.face import CROP_SIZE, FaceBox, alignment_transform, ensure_bgr, warp_face
-from realtime.overlay import OverlayView, draw_overlay
-from realtime.sources import Frame
-from realtime.worker import RecognitionJob, RecognitionResult, RecognitionWorker
+from core.events import MICRO_MAX_MS, Event
+from core.face import alignment_transform, ensure_bgr
+from engines.recognizer import load_engine
+from realtime.stages.eventbook import EventBook
+from realtime.stages.framebuffer import BufferedFrame, FrameBuffer, region_of
+from realtime.stages.motion import FLOW_SIZE, MotionSignal, flow_crop
+from realtime.stages.overlay import OverlayView, draw_overlay
+from realtime.stages.results import FrameResult, RunSummary, StageStats, is_final
+from realtime.stages.sources import Frame
+from realtime.stages.spotter import OnlineSpotter, SpotterConfig
+from realtime.stages.tracker import FaceTracker, SmoothedTransform
+from realtime.stages.worker import RecognitionWorker
 
-log = logging.getLogger("realtime.pipeline")
+log = logging.getLogger("realtime.stages.pipeline")
 
 MIN_LOOKAHEAD_SAMPLES = 5   # a recording's look-ahead with fewer motion samples warms nothing up
 STAGES = ("decode", "detect", "landmarks", "align", "motion", "spot", "infer", "draw")
@@ -102,7 +113,7 @@ summary: the whole ``process`` call, and frame latency (captured -> result ready
 
 
 # ---------------------------------------------------------------------------------------
-# configuration and results
+# configuration
 
 
 @dataclass
@@ -111,11 +122,11 @@ class PipelineConfig:
     limits are in milliseconds; pass ``--fps`` for high-speed files with a wrong header)."""
 
     fps: float = 30.0
-    tracker: str = "fast"              # "fast" | "dlib" | "mediapipe" (realtime.tracker)
+    tracker: str = "fast"              # "fast" | "dlib" | "mediapipe" (realtime.stages.tracker)
     redetect_every: int = 30           # frames between detections while tracking
-    landmarks_hz: float | None = 100.0  # landmark refreshes per second of source time, at most:
-                                       # a 200 fps stream runs the landmark model on every other
-                                       # frame (None: every frame; <= 100 fps: every frame anyway)
+    landmarks_hz: float | None = 50.0  # landmark refreshes per second of source time, at most:
+                                       # a 200 fps stream runs the landmark model on every 4th
+                                       # frame (None: every frame; <= 50 fps: every frame anyway)
     engine: str = "auto"               # "auto" (demo weights) | checkpoint/engine path | "none"
     device: str = "auto"               # "auto" | "cpu" | "cuda"
     draw: bool = True                  # build the overlay image
@@ -161,283 +172,6 @@ class PipelineConfig:
         return "every frame" if self.draw_fps is None else f"at most {self.draw_fps:g} per second (display rate)"
 
 
-@dataclass
-class FrameResult:
-    """What ``Pipeline.process`` returns for one frame."""
-
-    frame: Frame
-    index: int
-    t: float
-    found: bool
-    box: FaceBox | None = None
-    landmarks: np.ndarray | None = None      # (68, 2) image pixels
-    face_id: int | None = None
-    n_faces: int = 0
-    value: float | None = None               # motion signal, px of the 224 crop (None without a face)
-    score: float | None = None               # the spotter's score: multiples of the calm level
-    regions: dict[str, float] | None = None  # per-region motion
-    threshold: float | None = None           # the spotter's current threshold
-    in_event: bool = False                   # the spotter holds an event open
-    calibrating: bool = False
-    new_events: list[Event] = field(default_factory=list)  # provisional and final, this frame
-    overlay: np.ndarray | None = None        # annotated BGR image when drawn
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    latency_ms: float = 0.0                  # frame latency: captured -> result ready
-    message: str | None = None               # "no face", "face too small", tracker reason...
-
-    @property
-    def final_events(self) -> list[Event]:
-        return [e for e in self.new_events if e.finalised_t is not None]
-
-    @property
-    def provisional_events(self) -> list[Event]:
-        return [e for e in self.new_events if e.finalised_t is None]
-
-    def signal_row(self) -> dict:
-        """One row of the per-frame signal table (realtime.sinks.SignalCSV)."""
-        return {"frame": self.index, "t": round(self.t, 6), "found": int(self.found),
-                "face_id": "" if self.face_id is None else self.face_id, "n_faces": self.n_faces,
-                "value": "" if self.value is None else round(self.value, 5),
-                "score": "" if self.score is None else round(self.score, 4),
-                "threshold": "" if self.threshold is None else round(self.threshold, 5),
-                "in_event": int(self.in_event)}
-
-
-def is_final(event: Event) -> bool:
-    """Final events carry ``finalised_t``; provisional ones (label shown early) do not."""
-    return event.finalised_t is not None
-
-
-@dataclass
-class RunSummary:
-    """End-of-run figures (printed by run_live.py, saved by the benchmark)."""
-
-    source: str
-    source_fps: float
-    frames: int
-    dropped: int
-    frames_with_face: int
-    face_share: float
-    events: int
-    micro: int
-    macro: int
-    unlabelled: int
-    achieved_fps: float          # frames / wall time between the first and the last frame
-    realtime_factor: float       # achieved_fps / source_fps
-    wall_s: float
-    faults: dict[str, int]
-    stages: dict[str, dict[str, float]]   # stage -> n, mean, p50, p95, p99, max (ms)
-    decision_latency_ms: dict[str, float]
-    final_latency_ms: dict[str, float]
-    draw: str
-    tracker: str
-    engine: str | None
-    end_reason: str | None = None
-    rejected: dict[str, int] = field(default_factory=dict)   # motion bursts judged not expressions, by reason
-    lookahead_frames: int = 0    # recordings: frames the noise model was warmed up on before frame 0
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def format(self) -> str:
-        lines = [f"== summary: {self.source}",
-                 f"frames {self.frames} processed, {self.dropped} dropped; face in {self.face_share:.0%} "
-                 f"({self.frames_with_face} frames)",
-                 f"events {self.events}: {self.micro} micro, {self.macro} macro"
-                 + (f" ({self.unlabelled} without label)" if self.unlabelled else "")
-                 + ("; not expressions: " + ", ".join(f"{k} {v}" for k, v in sorted(self.rejected.items()))
-                    if self.rejected else ""),
-                 f"achieved {self.achieved_fps:.1f} fps over {self.wall_s:.1f} s; source {self.source_fps:g} fps; "
-                 f"real-time factor {self.realtime_factor:.2f}",
-                 f"tracker {self.tracker}; engine {self.engine or 'none (spotting only)'}; drawing {self.draw}"]
-        if self.decision_latency_ms.get("n"):
-            d, f = self.decision_latency_ms, self.final_latency_ms
-            lines.append(f"decision latency p50 {d['p50']:.0f} ms, p95 {d['p95']:.0f} ms "
-                         f"(wait p50 {d.get('wait_p50', 0):.0f} + compute p50 {d.get('compute_p50', 0):.0f}); "
-                         f"final p50 {f.get('p50', 0):.0f} ms")
-        if self.faults:
-            lines.append("faults: " + ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())))
-        if self.end_reason:
-            lines.append(f"stopped early: {self.end_reason}")
-        if self.stages:
-            lines.append(f"{'stage':10s} {'n':>7s} {'p50':>8s} {'p95':>8s} {'p99':>8s} {'max':>8s}  (ms)")
-            for name, s in self.stages.items():
-                lines.append(f"{name:10s} {s['n']:7d} {s['p50']:8.2f} {s['p95']:8.2f} {s['p99']:8.2f} {s['max']:8.2f}")
-        return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------
-# small helpers
-
-
-class StageStats:
-    """Timing samples of one stage with bounded memory (reservoir sampling past ``cap``).
-
-    Percentiles are exact up to ``cap`` samples and an unbiased sample after; ``max``,
-    ``mean`` and ``n`` are exact. Long runs (hours at 200 fps) stay flat in memory."""
-
-    def __init__(self, cap: int = 100_000, seed: int = 0) -> None:
-        self.cap = cap
-        self._buf = np.empty(min(cap, 1024), dtype=np.float32)
-        self.n = 0
-        self.total = 0.0
-        self.max = 0.0
-        self._rng = np.random.default_rng(seed)
-
-    def add(self, ms: float) -> None:
-        if self.n < self.cap:
-            if self.n >= len(self._buf):
-                self._buf = np.resize(self._buf, min(self.cap, 2 * len(self._buf)))
-            self._buf[self.n] = ms
-        else:
-            j = int(self._rng.integers(0, self.n + 1))
-            if j < self.cap:
-                self._buf[j] = ms
-        self.n += 1
-        self.total += ms
-        self.max = max(self.max, ms)
-
-    def summary(self) -> dict[str, float]:
-        if self.n == 0:
-            return {"n": 0, "mean": 0.0, "p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0}
-        v = self._buf[: min(self.n, self.cap)]
-        p50, p95, p99 = np.percentile(v, [50, 95, 99])
-        return {"n": self.n, "mean": self.total / self.n, "p50": float(p50), "p95": float(p95),
-                "p99": float(p99), "max": float(self.max)}
-
-
-def percentiles(values: Iterable[float]) -> dict[str, float]:
-    v = np.asarray(list(values), dtype=np.float64)
-    if v.size == 0:
-        return {"n": 0}
-    p50, p95, p99 = np.percentile(v, [50, 95, 99])
-    return {"n": int(v.size), "mean": float(v.mean()), "p50": float(p50), "p95": float(p95),
-            "p99": float(p99), "max": float(v.max())}
-
-
-def crop_footprint(transform: np.ndarray, size: int = CROP_SIZE) -> tuple[float, float, float, float]:
-    """Bounding box (x0, y0, x1, y1), in image pixels, of what a size x size crop shows."""
-    inv = cv2.invertAffineTransform(np.asarray(transform, np.float64))
-    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64)
-    pts = corners @ inv[:, :2].T + inv[:, 2]
-    return float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max())
-
-
-def region_of(image_wh: tuple[int, int], transform: np.ndarray, margin: float) -> tuple[int, int, int, int]:
-    """Integer region (x0, y0, x1, y1) inside the image covering the crop footprint plus margin."""
-    x0, y0, x1, y1 = crop_footprint(transform)
-    mx, my = margin * (x1 - x0), margin * (y1 - y0)
-    w, h = image_wh
-    a, b = max(0, int(math.floor(x0 - mx))), max(0, int(math.floor(y0 - my)))
-    c, d = min(w, int(math.ceil(x1 + mx))), min(h, int(math.ceil(y1 + my)))
-    if c <= a or d <= b:  # the face is (almost) entirely outside: keep the whole frame
-        return 0, 0, w, h
-    return a, b, c, d
-
-
-def shift_transform(transform: np.ndarray, offset: tuple[float, float]) -> np.ndarray:
-    """The transform for a region cut at ``offset`` = (x0, y0): image p = region r + offset,
-    so crop = A p + b = A r + (A offset + b)."""
-    m = np.asarray(transform, np.float64).copy()
-    m[:, 2] = m[:, :2] @ np.asarray(offset, np.float64) + m[:, 2]
-    return m
-
-
-@dataclass
-class _Buffered:
-    """One frame in the rolling buffer: a face-region copy and the frame's own transform."""
-
-    index: int
-    t: float
-    captured_at: float
-    region: np.ndarray        # (h, w, 3) BGR copy of the face region
-    offset: tuple[int, int]   # (x0, y0) of the region in the frame
-    transform: np.ndarray     # 2x3 raw alignment transform of this frame (image -> crop)
-
-
-class FrameBuffer:
-    """The last ``seconds`` of face regions, looked up by frame index.
-
-    ``pin`` keeps chosen frames past that horizon (the open event's onset and peak: a
-    macro-expression may last longer than the buffer)."""
-
-    def __init__(self, fps: float, seconds: float) -> None:
-        self.maxlen = int(math.ceil(fps * seconds)) + 2
-        self._items: deque[_Buffered] = deque()
-        self._by_index: dict[int, _Buffered] = {}
-        self._pinned: dict[int, _Buffered] = {}
-
-    def add(self, item: _Buffered) -> None:
-        self._items.append(item)
-        self._by_index[item.index] = item
-        while len(self._items) > self.maxlen:
-            old = self._items.popleft()
-            self._by_index.pop(old.index, None)
-
-    def get(self, index: int) -> _Buffered | None:
-        return self._by_index.get(index) or self._pinned.get(index)
-
-    def pin_only(self, indices: Iterable[int]) -> None:
-        """Pin exactly these frames (those still held); unpin every other."""
-        keep = {}
-        for i in indices:
-            item = self.get(i)
-            if item is not None:
-                keep[i] = item
-        self._pinned = keep
-
-    def last(self) -> _Buffered | None:
-        return self._items[-1] if self._items else None
-
-    def clear(self) -> None:
-        self._items.clear()
-        self._by_index.clear()
-        self._pinned.clear()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-def aligned_pair(onset: _Buffered, apex: _Buffered) -> tuple[np.ndarray, np.ndarray]:
-    """Warp onset and apex with the ONSET's transform: (224, 224, 3) RGB uint8 each."""
-    m = onset.transform
-    a = warp_face(onset.region, shift_transform(m, onset.offset))
-    b = warp_face(apex.region, shift_transform(m, apex.offset))
-    return bgr_to_rgb(a), bgr_to_rgb(b)
-
-
-def load_recognizer(spec: str | None, device: str = "auto"):
-    """``engines.recognizer.Recognizer.load(spec, device)``, or None for "none"/None."""
-    if spec is None or str(spec).lower() in ("", "none"):
-        return None
-    from engines.recognizer import Recognizer
-
-    return Recognizer.load(spec, device=device)
-
-
-@dataclass
-class _Open:
-    """An event between its apex update and its emission as final."""
-
-    onset_frame: int
-    apex_frame: int
-    onset_t: float
-    apex_t: float
-    peak_motion: float
-    face_id: int | None
-    decided_t: float                 # source time of the frame that confirmed the apex
-    decided_captured_at: float       # perf_counter when that frame was captured
-    kind: str | None = None
-    offset_frame: int | None = None
-    offset_t: float | None = None
-    result: RecognitionResult | None = None
-    awaiting_label: bool = False
-    label_time: float | None = None  # perf_counter when the label (or its failure) was there
-    final_t: float | None = None     # source time of the frame that made the kind final
-    final_lag_s: float = 0.0         # that frame's capture -> the final update (processing)
-    provisional_sent: bool = False
-
-
 # ---------------------------------------------------------------------------------------
 
 
@@ -449,45 +183,41 @@ class Pipeline:
 
     recognizer: a loaded ``engines.recognizer.Recognizer`` (may be shared between
     pipelines: each pipeline has its own worker thread), or None to load
-    ``config.engine`` here ("none" runs spotting only: events carry no label).
+    ``config.engine`` here (``engines.recognizer.load_engine``: "none", or "auto" without
+    the demo weights, runs spotting only: events carry no label).
     tracker / motion / spotter: pre-built components to use instead of the config's
-    (realtime.bench --compare swaps the tracker this way).
+    (realtime.bench.cli --compare swaps the tracker this way).
     """
 
     def __init__(self, config: PipelineConfig | None = None, recognizer: Any = None, source_name: str = "stream",
                  *, tracker=None, motion=None, spotter=None) -> None:
-        from realtime.motion import MotionSignal
-        from realtime.spotter import OnlineSpotter
-        from realtime.tracker import FaceTracker, SmoothedTransform
-
         self.config = cfg = config or PipelineConfig()
         self.source_name = source_name
-        self.recognizer = recognizer if recognizer is not None else load_recognizer(cfg.engine, cfg.device)
+        if recognizer is None:
+            recognizer, note = load_engine(cfg.engine, cfg.device)
+            if recognizer is None and cfg.engine == "auto":   # demo weights missing: say so
+                log.warning(note)
+        self.recognizer = recognizer
         self.tracker = tracker or FaceTracker(cfg.tracker, redetect_every=cfg.redetect_every)
         self.smoother = SmoothedTransform.for_fps(cfg.fps, cfg.smooth_s)
         self._landmarks_every = 1 if cfg.landmarks_hz is None else max(1, round(cfg.fps / cfg.landmarks_hz))
+        # landmark refresh interval in source time (whole frames at the nominal rate)
+        self._landmarks_s = (self._landmarks_every - 0.5) / cfg.fps if self._landmarks_every > 1 else 0.0
+        self._landmarks_t: float | None = None     # source time of the last landmark refresh
         self._raw: np.ndarray | None = None   # the latest unsmoothed alignment transform
         self.motion = motion or MotionSignal(cfg.fps, **cfg.motion)
+        self._flow_size = int(getattr(getattr(self.motion, "config", None), "flow_size", FLOW_SIZE))
         self.spotter = spotter or OnlineSpotter(cfg.fps, self._spotter_config())
         self.worker = (RecognitionWorker(self.recognizer, max_queue=cfg.max_queue)
                        if self.recognizer is not None else None)
         self.buffer = FrameBuffer(cfg.fps, cfg.buffer_s)
         self.stats: dict[str, StageStats] = {s: StageStats() for s in STAGES + ("process", "frame")}
         self.faults: dict[str, int] = {}
+        self.book = EventBook(source_name, cfg.fps, self.buffer, self.worker, self._fault, cfg.keep_events)
         self.frames = 0
         self.frames_with_face = 0
-        # final events, in order: the latest keep_events of them (memory stays flat over hours);
-        # the counts below cover every one
-        self._events: deque[Event] = deque(maxlen=cfg.keep_events)
-        self._counts = {"events": 0, "micro": 0, "macro": 0, "unlabelled": 0}
-        self._open: dict[int, _Open] = {}   # onset_frame -> open event
-        self._decision_ms = StageStats()     # latencies of the final events (bounded reservoirs)
-        self._wait_ms = StageStats()
-        self._compute_ms = StageStats()
-        self._final_ms = StageStats()
         keep = int(math.ceil(cfg.fps * cfg.curve_s)) + 2
         self._curve: deque[tuple[float, float]] = deque(maxlen=keep)  # (t, value or nan)
-        self._last_event: Event | None = None
         self._last_draw = -math.inf
         self._first_start: float | None = None
         self._last_end: float | None = None
@@ -499,17 +229,15 @@ class Pipeline:
         self.primed = 0                               # look-ahead samples the noise model started from
 
     # -- construction helpers ----------------------------------------------------------
-    def _spotter_config(self):
-        from realtime import spotter as sp
-
+    def _spotter_config(self) -> SpotterConfig:
         overrides = dict(self.config.spotter)
         if self.config.calibration_s is not None:
             overrides.setdefault("calibration_s", self.config.calibration_s)
-        names = {f.name for f in dataclasses.fields(sp.SpotterConfig)}
+        names = {f.name for f in dataclasses.fields(SpotterConfig)}
         unknown = sorted(set(overrides) - names)
         if unknown:
             raise ValueError(f"unknown spotter setting(s) {unknown}; SpotterConfig has {sorted(names)}")
-        return sp.SpotterConfig(**overrides)
+        return SpotterConfig(**overrides)
 
     @classmethod
     def for_source(cls, source, config: PipelineConfig | None = None, recognizer: Any = None, **kw) -> "Pipeline":
@@ -522,12 +250,12 @@ class Pipeline:
     def events(self) -> list[Event]:
         """Final events so far, in the order they were finalised (the latest
         ``config.keep_events`` of them; ``summary()`` counts every one)."""
-        return list(self._events)
+        return list(self.book.events)
 
     @property
     def last_event(self) -> Event | None:
         """The latest event shown (provisional or final)."""
-        return self._last_event
+        return self.book.last_event
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -557,7 +285,7 @@ class Pipeline:
     # -- controls ------------------------------------------------------------------------
     def recalibrate(self) -> None:
         """The spotter learns the face's calm level again (key "c" in the window)."""
-        self._abort_open("recalibration")
+        self.book.abort("recalibration")
         self.motion.reset()
         self.smoother.unfreeze()
         self.spotter.recalibrate()
@@ -565,7 +293,7 @@ class Pipeline:
     def _face_lost(self) -> None:
         """Face gone for longer than ``loss_reset_s``: the signal starts over when it returns,
         the calibration is kept (same person)."""
-        self._abort_open("face lost")
+        self.book.abort("face lost")
         self.motion.reset()
         self.smoother.reset()
         self.spotter.interrupt()
@@ -573,16 +301,11 @@ class Pipeline:
 
     def _new_subject(self, old: int | None, new: int | None) -> None:
         """Another person is tracked: calibrate on them from scratch."""
-        self._abort_open(f"face #{old} replaced by #{new}")
+        self.book.abort(f"face #{old} replaced by #{new}")
         self.motion.reset()
         self.smoother.reset()
         self.spotter.reset()
         self.buffer.clear()
-
-    def _abort_open(self, why: str) -> None:
-        if self._open:
-            self._fault("event_aborted", f"{self.source_name}: open event aborted ({why})", count=len(self._open))
-            self._open.clear()
 
     # -- recordings: look ahead --------------------------------------------------------------
     def prime_from(self, source) -> int:
@@ -601,9 +324,6 @@ class Pipeline:
         """Warm the noise model on the first ``lookahead_s`` seconds of ``frames`` (tracked,
         aligned and measured as ``process`` does, with the rolling motion reference; nothing
         is spotted or emitted). Call before the first ``process``. Returns the samples used."""
-        from realtime.motion import MotionSignal
-        from realtime.tracker import SmoothedTransform
-
         if self.frames:
             raise RuntimeError("prime() must come before the first process(): it warms up a fresh stream")
         cfg = self.config
@@ -626,7 +346,8 @@ class Pipeline:
                 break
             face_id = tr.face_id
             raw = raw if getattr(tr, "held", False) and raw is not None else alignment_transform(tr.landmarks)
-            sample = motion.update(warp_face(image, smoother.update(raw)))
+            crop = flow_crop(image, (0, 0), smoother.update(raw, t=frame.t), self._flow_size)
+            sample = motion.update(crop, t=frame.t)
             if sample.ready:
                 samples.append(sample)
         self.tracker.reset()          # the analysis proper starts from scratch (same ids)
@@ -652,8 +373,11 @@ class Pipeline:
 
         # 1. track
         try:
-            refresh = self._landmarks_every == 1 or self.frames % self._landmarks_every == 0
+            refresh = (self._landmarks_t is None or frame.t - self._landmarks_t >= self._landmarks_s
+                       or frame.t < self._landmarks_t)
             tr = self.tracker.update(image, refresh=refresh)
+            if tr is not None and not getattr(tr, "held", False):
+                self._landmarks_t = frame.t
         except Exception as e:  # native code on a bad frame: count it, treat as no face
             self._fault("tracker_error", f"{self.source_name}: face tracker failed on frame {frame.index} "
                                          f"({type(e).__name__}: {e})")
@@ -684,17 +408,18 @@ class Pipeline:
             t0 = time.perf_counter()
             raw = self._raw if getattr(tr, "held", False) and self._raw is not None else alignment_transform(tr.landmarks)
             self._raw = raw
-            smooth = self.smoother.update(raw)
-            crop = warp_face(image, smooth)
+            smooth = self.smoother.update(raw, t=frame.t)
             h, w = image.shape[:2]
             x0, y0, x1, y1 = region_of((w, h), raw, cfg.region_margin)
-            self.buffer.add(_Buffered(frame.index, frame.t, frame.captured_at,
-                                      image[y0:y1, x0:x1].copy(), (x0, y0), raw))
+            region = image[y0:y1, x0:x1]
+            self.buffer.add(BufferedFrame(frame.index, frame.t, frame.captured_at, region.copy(), (x0, y0), raw))
+            # the motion stage's grey crop, warped from the whole frame (borders as trained)
+            crop = flow_crop(image, (0, 0), smooth, self._flow_size)
             t1 = time.perf_counter()
             timings["align"] = (t1 - t0) * 1e3
 
             # 3. motion: reference held while the spotter has an event open
-            sample = self.motion.update(crop, hold=self.spotter.holding)
+            sample = self.motion.update(crop, hold=self.spotter.holding, t=frame.t)
             t2 = time.perf_counter()
             timings["motion"] = (t2 - t1) * 1e3
             value = float(sample.value)
@@ -718,14 +443,13 @@ class Pipeline:
         self._curve.append((frame.t, res.score if res.score is not None else math.nan))
 
         for u in updates:
-            self._on_update(u, frame.captured_at)
+            self.book.on_update(u, frame.captured_at, face_id=self._face_id, rule=self.spotter.config.rule)
 
         # 5. collect recognition results
-        if self.worker is not None:
-            infer_ms = sum(self._on_result(r) for r in self.worker.poll())
-            if infer_ms:
-                timings["infer"] = infer_ms
-        res.new_events = self._emit_ready()
+        infer_ms = self.book.collect()
+        if infer_ms:
+            timings["infer"] = infer_ms
+        res.new_events = self.book.emit_ready()
 
         # 6. draw
         if cfg.draw and (cfg.draw_fps is None or start - self._last_draw >= 1.0 / cfg.draw_fps):
@@ -756,119 +480,6 @@ class Pipeline:
             self.smoother.unfreeze()
             self.buffer.pin_only(())
 
-    # -- events ----------------------------------------------------------------------------
-    def _on_update(self, u, captured_at: float) -> None:
-        """A SpotUpdate: "apex" opens an event and submits its pair, "final" closes it."""
-        key = int(u.onset_frame)
-        ev = self._open.get(key)
-        if u.stage == "rejected":          # announced, then judged not an expression: withdrawn
-            self._open.pop(key, None)
-            return
-        if ev is None:
-            ev = _Open(onset_frame=key, apex_frame=int(u.apex_frame), onset_t=float(u.onset_t),
-                       apex_t=float(u.apex_t), peak_motion=float(u.peak_motion), face_id=self._face_id,
-                       decided_t=float(u.decided_t), decided_captured_at=captured_at)
-            self._open[key] = ev
-            self._submit(ev)
-        elif int(u.apex_frame) != ev.apex_frame:
-            # the apex moved before the event closed: label the pair the record will name
-            ev.apex_frame, ev.apex_t, ev.peak_motion = int(u.apex_frame), float(u.apex_t), float(u.peak_motion)
-            ev.result = None
-            self._submit(ev)
-        if u.kind:
-            ev.kind = u.kind
-        if u.stage == "final":
-            ev.offset_frame = max(int(u.offset_frame), ev.apex_frame)
-            ev.offset_t = max(float(u.offset_t), ev.apex_t)
-            ev.final_t = float(u.decided_t)
-            ev.final_lag_s = max(0.0, time.perf_counter() - captured_at)
-            if ev.kind not in ("micro", "macro"):
-                ev.kind = expression_kind(ev.onset_t, ev.apex_t, ev.offset_t, self.spotter.config.rule,
-                                          self.config.fps)
-
-    def _submit(self, ev: _Open) -> None:
-        def no_label():
-            ev.awaiting_label = False
-            ev.label_time = time.perf_counter()
-
-        if self.worker is None:
-            return no_label()
-        onset, apex = self.buffer.get(ev.onset_frame), self.buffer.get(ev.apex_frame)
-        if onset is None or apex is None:
-            self._fault("pair_outside_buffer", f"{self.source_name}: onset {ev.onset_frame} / apex {ev.apex_frame} "
-                                               "no longer in the frame buffer; the event keeps no label")
-            return no_label()
-        a, b = aligned_pair(onset, apex)
-        ev.awaiting_label = True
-        if not self.worker.submit(RecognitionJob(key=(ev.onset_frame, ev.apex_frame), onset_rgb=a, apex_rgb=b)):
-            self._fault("recognition_dropped", f"{self.source_name}: recognition queue full, a pair was dropped")
-            no_label()
-
-    def _on_result(self, r: RecognitionResult) -> float:
-        """Attach a worker result to its event; returns the recogniser's compute time."""
-        onset, apex = r.key
-        if r.error is not None:
-            self._fault("recognition_error", f"{self.source_name}: recognition failed ({r.error}); "
-                                             "the run continues, the event keeps no label")
-        ev = self._open.get(onset)
-        if ev is not None and ev.apex_frame == apex:   # else aborted, or superseded by a later apex
-            ev.result = r if r.ok else None
-            ev.awaiting_label = False
-            ev.label_time = r.ready_at
-        return r.compute_ms
-
-    def _make_event(self, ev: _Open, final: bool) -> Event:
-        ready = ev.label_time if ev.label_time is not None else time.perf_counter()
-        wait_ms = max(0.0, (ev.decided_t - ev.apex_t) * 1e3)
-        compute_ms = max(0.0, (ready - ev.decided_captured_at) * 1e3)
-        latency = {"decision": wait_ms + compute_ms, "wait": wait_ms, "compute": compute_ms}
-        if ev.result is not None:
-            latency["infer"] = ev.result.compute_ms
-        finalised_t = None
-        if final:
-            finalised_t = ev.final_t + ev.final_lag_s
-            latency["final"] = max(0.0, (finalised_t - ev.apex_t) * 1e3)
-        # a provisional record needs a kind: "macro" once the event outlasted any ME, else "micro"
-        kind = ev.kind or "micro"
-        r = ev.result
-        return Event(source=self.source_name, fps=self.config.fps, onset_frame=ev.onset_frame,
-                     apex_frame=ev.apex_frame,
-                     offset_frame=ev.offset_frame if ev.offset_frame is not None else ev.apex_frame,
-                     onset_t=round(ev.onset_t, 6), apex_t=round(ev.apex_t, 6),
-                     offset_t=round(ev.offset_t if ev.offset_t is not None else ev.apex_t, 6),
-                     kind=kind, label=r.label if r is not None else None,
-                     probs={k: round(v, 6) for k, v in r.probs.items()} if r is not None else {},
-                     peak_motion=round(ev.peak_motion, 6), decided_t=round(ev.decided_t + compute_ms / 1e3, 6),
-                     finalised_t=None if finalised_t is None else round(finalised_t, 6),
-                     latency_ms={k: round(v, 3) for k, v in latency.items()}, face_id=ev.face_id)
-
-    def _emit_ready(self) -> list[Event]:
-        """Events whose state changed: provisional once labelled, final once labelled and closed."""
-        out = []
-        for key in sorted(self._open):
-            ev = self._open[key]
-            if ev.awaiting_label:
-                continue
-            if ev.final_t is not None:
-                e = self._make_event(ev, final=True)
-                del self._open[key]
-                self._events.append(e)
-                self._counts["events"] += 1
-                self._counts[e.kind] = self._counts.get(e.kind, 0) + 1
-                self._counts["unlabelled"] += e.label is None
-                self._decision_ms.add(e.latency_ms["decision"])
-                self._wait_ms.add(e.latency_ms["wait"])
-                self._compute_ms.add(e.latency_ms["compute"])
-                self._final_ms.add(e.latency_ms["final"])
-            elif not ev.provisional_sent:
-                e = self._make_event(ev, final=False)
-                ev.provisional_sent = True
-            else:
-                continue
-            out.append(e)
-            self._last_event = e
-        return out
-
     # -- end of stream ---------------------------------------------------------------------------
     def close(self, wait: bool = True, timeout: float = 30.0) -> list[Event]:
         """End of stream. Closes the spotter's open event at the last frame (if long enough),
@@ -883,26 +494,17 @@ class Pipeline:
         if not self._lost:
             last = self.buffer.last()
             for u in self.spotter.finish():
-                self._on_update(u, last.captured_at if last is not None else time.perf_counter())
-        if self.worker is not None:
-            for r in self.worker.close(wait=wait, timeout=timeout):
-                self.stats["infer"].add(self._on_result(r))
-        late = [ev for ev in self._open.values() if ev.awaiting_label]
-        if late:  # the label did not come back in time: keep the event, without a label
-            self._fault("label_missing", f"{self.source_name}: {len(late)} label(s) not back when the stream "
-                                         "ended; those events are written without a label", count=len(late))
-            for ev in late:
-                ev.awaiting_label, ev.label_time = False, time.perf_counter()
-        out = [e for e in self._emit_ready() if is_final(e)]
+                self.book.on_update(u, last.captured_at if last is not None else time.perf_counter(),
+                                    face_id=self._face_id, rule=self.spotter.config.rule)
+        for ms in self.book.close_worker(wait=wait, timeout=timeout):
+            self.stats["infer"].add(ms)
+        out = self.book.flush()
         if self.frames_with_face and self.spotter.calibrating:
             need = self.spotter.config.calibration_s
             self._fault("too_short", f"{self.source_name}: too short to analyse: {self.frames_with_face} frame(s) "
                                      f"with a face, the spotter needs {need:g} s of motion before it can judge "
                                      "one (or a recording read ahead: keep lookahead_s > 0)")
-        if self._open:
-            self._fault("event_unfinished", f"{self.source_name}: {len(self._open)} event(s) still open at the end "
-                                            "of the stream were not written", count=len(self._open))
-            self._open.clear()
+        self.book.drop_unfinished()
         close = getattr(self.tracker, "close", None)
         if callable(close):
             close()
@@ -917,13 +519,11 @@ class Pipeline:
     # -- reporting -------------------------------------------------------------------------------
     def _view(self, res: FrameResult) -> OverlayView:
         t, v = self.signal_history()
-        intervals = [(e.onset_t, e.offset_t, e.kind) for e in reversed(list(itertools.islice(reversed(self._events), 8)))]
-        intervals += [(o.onset_t, o.offset_t if o.offset_t is not None else res.t, "open")
-                      for o in self._open.values()]
+        intervals = self.book.intervals(res.t)
         fps = None
         if len(self._rate) >= 2 and self._rate[-1] > self._rate[0]:
             fps = (len(self._rate) - 1) / (self._rate[-1] - self._rate[0])
-        last = self._last_event
+        last = self.book.last_event
         return OverlayView(found=res.found, box=res.box, face_id=res.face_id, n_faces=res.n_faces,
                            message=res.message, landmarks=res.landmarks, signal_t=t, signal_value=v,
                            threshold=res.threshold, window_s=self.config.curve_s, intervals=intervals,
@@ -943,13 +543,8 @@ class Pipeline:
             end_reason = getattr(source, "end_reason", None)
         wall = (self._last_end - self._first_start) if self.frames else 0.0
         achieved = (self.frames / wall) if wall > 0 else 0.0
-        counts = self._counts
-        decision = self._decision_ms.summary() if self._decision_ms.n else {"n": 0}
-        if decision.get("n"):
-            compute = self._compute_ms.summary()
-            decision["wait_p50"] = self._wait_ms.summary()["p50"]
-            decision["compute_p50"] = compute["p50"]
-            decision["compute_p95"] = compute["p95"]
+        counts = self.book.counts
+        decision, final = self.book.latency_summary()
         stages = {k: s.summary() for k, s in self.stats.items() if s.n}
         engine = None
         if self.recognizer is not None:
@@ -963,7 +558,7 @@ class Pipeline:
             events=counts["events"], micro=counts.get("micro", 0), macro=counts.get("macro", 0),
             unlabelled=counts["unlabelled"] if self.recognizer is not None else 0,
             achieved_fps=achieved, realtime_factor=achieved / self.config.fps, wall_s=wall, faults=faults,
-            stages=stages, decision_latency_ms=decision, final_latency_ms=self._final_ms.summary() if self._final_ms.n else {"n": 0},
+            stages=stages, decision_latency_ms=decision, final_latency_ms=final,
             draw=self.config.draw_policy, tracker=getattr(self.tracker, "kind", type(self.tracker).__name__),
             engine=engine, end_reason=end_reason,
             rejected={k: v for k, v in getattr(self.spotter, "rejected", {}).items() if v},

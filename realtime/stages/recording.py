@@ -1,8 +1,8 @@
 """One recording through the live path: the code run_live.py, the batch runner and the
 spotting evaluation share.
 
-    from realtime.recording import RecordingSettings, make_pipeline, drive
-    from realtime.sources import open_source
+    from realtime.stages.recording import RecordingSettings, make_pipeline, drive
+    from realtime.stages.sources import open_source
 
     settings = RecordingSettings(engine="none", tracker="fast")
     with open_source(video="clip.avi") as src:
@@ -31,7 +31,9 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
 
-log = logging.getLogger("realtime.recording")
+from realtime.stages.pipeline import Pipeline, PipelineConfig
+
+log = logging.getLogger("realtime.stages.recording")
 
 SETTINGS_VERSION = 1
 """Bumped when the meaning of a setting changes, so that a batch redoes its recordings."""
@@ -43,7 +45,7 @@ class RecordingSettings:
 
     ``engine``: "auto" (the demo weights), a checkpoint / engine path, or "none" (spotting
     only). ``landmarks_hz`` None: landmarks on every frame. ``causal``: no look-ahead (as a
-    camera). ``me_rule``: realtime.events.expression_kind's rule. ``calibration_s`` None: the
+    camera). ``me_rule``: core.events.expression_kind's rule. ``calibration_s`` None: the
     spotter's default warm start. ``spotter`` / ``motion``: SpotterConfig / MotionConfig
     overrides (a ``rule`` in ``spotter`` wins over ``me_rule``)."""
 
@@ -86,8 +88,6 @@ class RecordingSettings:
     def pipeline_config(self, fps: float, *, labelled: bool, draw: bool = False, draw_fps: float | None = None):
         """The PipelineConfig for a source at ``fps``; ``labelled``: a recogniser is passed
         to the pipeline (else its config says "none" so that it loads nothing)."""
-        from realtime.pipeline import PipelineConfig
-
         return PipelineConfig(fps=fps, tracker=self.tracker, device=self.device,
                               engine=self.engine if labelled else "none", draw=draw, draw_fps=draw_fps,
                               calibration_s=self.calibration_s, landmarks_hz=self.landmarks_hz,
@@ -108,8 +108,6 @@ def make_pipeline(source, settings: RecordingSettings, recognizer=None, *, draw:
     """A Pipeline for ``source`` with ``settings``, read ahead when the source is a
     recording (see Pipeline.prime_from); ``pipe.primed`` says how many samples it used.
     ``recognizer``: a loaded Recognizer (shared), or None for spotting only."""
-    from realtime.pipeline import Pipeline
-
     cfg = settings.pipeline_config(source.fps, labelled=recognizer is not None, draw=draw, draw_fps=draw_fps)
     pipe = Pipeline(cfg, recognizer, source_name=source.name)
     pipe.prime_from(source)

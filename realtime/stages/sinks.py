@@ -14,8 +14,8 @@ builds the list it needs and feeds each frame's result to all of them:
     for s in sinks: s.close()
 
 Tables (py-feat style: stable column names, one row per frame or per event):
-- events: JSON lines, one ``realtime.events.Event`` per FINAL event, written and flushed
-  as it happens (``EventWriter``); read back with ``realtime.events.read_events``.
+- events: JSON lines, one ``core.events.Event`` per FINAL event, written and flushed
+  as it happens (``EventWriter``); read back with ``core.events.read_events``.
 - signal CSV: ``frame, t, found, face_id, n_faces, value, threshold, in_event`` then one
   column per motion region (e.g. ``brows, eyes, mouth, nose_ref``); empty cells where no
   face was tracked.
@@ -30,15 +30,13 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Iterable
+from typing import IO, Iterable
 
 import cv2
 import numpy as np
 
-from realtime.events import Event, EventWriter
-
-if TYPE_CHECKING:  # pragma: no cover
-    from realtime.pipeline import FrameResult, RunSummary
+from core.events import Event, EventWriter
+from realtime.stages.results import FrameResult, RunSummary
 
 FOURCC_BY_SUFFIX = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 SIGNAL_COLUMNS = ("frame", "t", "found", "face_id", "n_faces", "value", "score", "threshold", "in_event")
@@ -51,7 +49,7 @@ class SinkError(RuntimeError):
 class Sink:
     """Base class: ``handle`` each frame's result, ``handle_events`` late events, ``close``."""
 
-    def handle(self, result: "FrameResult") -> None:
+    def handle(self, result: FrameResult) -> None:
         pass
 
     def handle_events(self, events: Iterable[Event]) -> None:
@@ -107,7 +105,7 @@ class AnnotatedVideoWriter(Sink):
         self._writer.write(np.ascontiguousarray(image))
         self.frames += 1
 
-    def handle(self, result: "FrameResult") -> None:
+    def handle(self, result: FrameResult) -> None:
         self.write(result.overlay if result.overlay is not None else result.frame.image)
 
     def close(self) -> None:
@@ -163,7 +161,7 @@ class SignalCSV(Sink):
         if self.rows % self.flush_every == 0:
             self._fh.flush()
 
-    def handle(self, result: "FrameResult") -> None:
+    def handle(self, result: FrameResult) -> None:
         self.write_row(result.signal_row(), result.regions)
 
     def close(self) -> None:
@@ -176,7 +174,7 @@ class SignalCSV(Sink):
 
 
 class EventLog(Sink):
-    """Final events as JSON lines, flushed line by line (``realtime.events.EventWriter``).
+    """Final events as JSON lines, flushed line by line (``core.events.EventWriter``).
 
     The file is truncated at the start of a run (one file per run).
     """
@@ -194,7 +192,7 @@ class EventLog(Sink):
     def count(self) -> int:
         return self._writer.count
 
-    def handle(self, result: "FrameResult") -> None:
+    def handle(self, result: FrameResult) -> None:
         self.handle_events(result.final_events)
 
     def handle_events(self, events: Iterable[Event]) -> None:
@@ -212,7 +210,7 @@ class EventList(Sink):
     def __init__(self) -> None:
         self.events: list[Event] = []
 
-    def handle(self, result: "FrameResult") -> None:
+    def handle(self, result: FrameResult) -> None:
         self.handle_events(result.final_events)
 
     def handle_events(self, events: Iterable[Event]) -> None:
@@ -235,7 +233,7 @@ class ConsolePrinter(Sink):
     def __init__(self, file: IO[str] | None = None) -> None:
         self.file = file or sys.stdout
 
-    def handle(self, result: "FrameResult") -> None:
+    def handle(self, result: FrameResult) -> None:
         self.handle_events(result.final_events)
 
     def handle_events(self, events: Iterable[Event]) -> None:
@@ -244,5 +242,5 @@ class ConsolePrinter(Sink):
                 print(format_event(e), file=self.file, flush=True)
 
 
-def print_summary(summary: "RunSummary", file: IO[str] | None = None) -> None:
+def print_summary(summary: RunSummary, file: IO[str] | None = None) -> None:
     print(summary.format(), file=file or sys.stdout, flush=True)

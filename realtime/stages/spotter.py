@@ -20,7 +20,7 @@ So the threshold follows the face's own CALM level, re-estimated all the time:
                  motion from being judged against noisy brows. No absolute floor tuned on
                  amplitudes: only ``floor_px`` (the flow's resolution) keeps calm above 0.
 
-The motion signal (realtime/motion.py) is the face's displacement from a reference frozen
+The motion signal (realtime/stages/motion.py) is the face's displacement from a reference frozen
 while an event is open, so one event is one bump: it leaves calm at the onset, peaks at the
 apex and settles at the offset. Per event, in score units:
 
@@ -38,7 +38,7 @@ apex and settles at the offset. Per event, in score units:
              If the score rises again from its low (to ``rerise`` times it, and over
              ``open_ratio``) before the face settled, the event ends at the low and a new
              one opens: a micro-expression right after a long movement is not swallowed.
-    kind     realtime.events.expression_kind (``rule``): "megc" micro when onset -> offset
+    kind     core.events.expression_kind (``rule``): "megc" micro when onset -> offset
              <= 500 ms (one frame of tolerance), "casme" also a short onset phase (<= 250
              ms) under 1 s. A "final" update is emitted at the offset; events longer than
              ``max_event_s`` are closed there (macro).
@@ -88,15 +88,16 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from realtime.events import CASME_RISE_MAX_MS, MACRO_MIN_MS, ME_RULES, MICRO_MAX_MS, expression_kind
-from realtime.motion import SPOT_REGIONS, MotionConfig, MotionSample, MotionSignal
+from core.events import CASME_RISE_MAX_MS, MACRO_MIN_MS, ME_RULES, MICRO_MAX_MS, expression_kind
+from realtime.stages.motion import SPOT_REGIONS, MotionConfig, MotionSample, MotionSignal
+from realtime.stages.noisemodel import _TIME_TOL, NoiseModel, calm_levels, frames_for  # noqa: F401 (re-exported)
 
 REJECT_REASONS = ("spike", "blink", "head", "light", "busy")
 FACE_PARTS = {"upper": ("brows",), "lower": ("nose", "mouth")}
 """Parts of the face for the "busy" test: speech moves the whole lower face (the jaw drop
 reaches the nasal wings), so a mouth burst and a nose burst of the same sentence count as
 one part moving again; a brow micro-expression in a pause of speech does not."""
-log = logging.getLogger("realtime.spotter")
+log = logging.getLogger("realtime.stages.spotter")
 
 
 @dataclass
@@ -117,7 +118,7 @@ class SpotterConfig:
     settle_ms: float = 150.0          # no clear new low for this long: the face has settled
     rerise: float = 2.0               # after its fall, a rise to this many times the low starts a new event
     settle_tol: float = 0.05          # offset = first frame within this share of the rise above the low
-    rule: str = "megc"                # micro/macro rule (realtime.events.expression_kind)
+    rule: str = "megc"                # micro/macro rule (core.events.expression_kind)
     min_duration_ms: float = 60.0     # shorter excursions are noise, not expressions
     max_event_s: float = 4.0          # longer events are closed (as macro)
     refractory_ms: float = 100.0      # quiet time after an event before the next may open
@@ -131,6 +132,9 @@ class SpotterConfig:
     isolation_ms: float = 400.0       # ... and no other event of the same part may end or start this close to it
     coincide_ms: float = 250.0        # ... nor one of another part this close (one gesture of the whole face)
     history_ms: float = 400.0         # look-back for the onset (> longest ME onset, 250 ms)
+    predict_apex: bool = True         # announce a PREDICTED apex as soon as the rise slows:
+    predict_slope: float = 0.3        # ... the smoothed score's slope under this share of its steepest
+                                      # since the onset; the confirmed apex refines it
 
 
 @dataclass
@@ -158,6 +162,8 @@ class SpotUpdate:
     regions: dict[str, float] = field(default_factory=dict)    # region motion at the apex frame
     peak_score: float = 0.0
     calm: dict[str, float] = field(default_factory=dict)       # calm levels (px) when decided
+    predicted: bool = False           # an "apex" update at a predicted apex (the rise slowed); a
+                                      # later "apex" update with another apex_frame refines it
 
     @property
     def wait_frames(self) -> int:
@@ -176,15 +182,6 @@ class OpenEvent:
 
 
 # ----------------------------------------------------------------------------- maths
-
-def calm_levels(rows, quantile: float, floor: float) -> np.ndarray:
-    """Calm level of each column of ``rows`` (frames x channels): its ``quantile``, at
-    least ``floor``."""
-    a = np.asarray(rows, dtype=np.float64)
-    if a.ndim != 2 or a.shape[0] == 0:
-        raise ValueError("calm_levels needs a (frames, channels) array with at least one frame")
-    return np.maximum(np.quantile(a, quantile, axis=0), floor)
-
 
 def find_onset(values, level: float) -> int:
     """Index (into ``values``, oldest first, ending at the crossing) of the onset: the first
@@ -242,64 +239,6 @@ def settled_offset(values, fall_start: int, low: int, tol: float) -> int:
     return fall_start + int(near[0]) if near.size else low
 
 
-def frames_for(ms: float, fps: float, minimum: int = 1) -> int:
-    return max(minimum, int(round(ms * fps / 1000.0)))
-
-
-# ----------------------------------------------------------------------------- noise model
-
-class NoiseModel:
-    """Calm level of each channel (expression regions, eyes, head), from a rolling window.
-
-        noise = NoiseModel(fps, ("brows", "nose", "mouth", "eyes", "head"))
-        noise.add([...])                      # one row per frame, px
-        noise.calm                            # (channels,) calm levels, px
-    """
-
-    def __init__(self, fps: float, channels: tuple[str, ...], window_s: float, quantile: float,
-                 update_every_ms: float, floor: float) -> None:
-        if not 0.0 < quantile < 1.0:
-            raise ValueError(f"calm_quantile must be in (0, 1), got {quantile}")
-        if window_s <= 0:
-            raise ValueError(f"window_s must be positive, got {window_s}")
-        self.channels = channels
-        self.quantile, self.floor = float(quantile), float(floor)
-        self.every = frames_for(update_every_ms, fps)
-        self._rows: deque[np.ndarray] = deque(maxlen=max(8, int(round(window_s * fps))))
-        self._since = 0
-        self.calm: np.ndarray | None = None
-        self.warmed = False              # warmed up from a look-ahead (a recording)
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def add(self, row) -> None:
-        self._rows.append(np.asarray(row, dtype=np.float64))
-        self._since += 1
-        if self.calm is not None and self._since >= self.every:
-            self.refresh()
-
-    def refresh(self) -> None:
-        self._since = 0
-        self.calm = calm_levels(self._rows, self.quantile, self.floor)
-
-    def warm_start(self, rows) -> None:
-        """Start from these rows (a recording's look-ahead): they become the window."""
-        rows = [np.asarray(r, dtype=np.float64) for r in rows]
-        if not rows:
-            raise ValueError("warm_start needs at least one row of motion")
-        self._rows.clear()
-        self._rows.extend(rows[-self._rows.maxlen:])
-        self.refresh()
-        self.warmed = True
-
-    def clear(self) -> None:
-        self._rows.clear()
-        self._since = 0
-        self.calm = None
-        self.warmed = False
-
-
 # ----------------------------------------------------------------------------- state
 
 @dataclass
@@ -326,6 +265,9 @@ class _Event:
     low_t: float | None = None         # time of the last clear new low (of the smoothed score)
     low_level: float = 0.0             # the smoothed score then
     kind_frame: int | None = None
+    slope: float = 0.0                 # steepest rise of the smoothed score so far (per second)
+    last_xs: tuple[float, float] | None = None    # (t, smoothed score) of the previous frame
+    predicted: int | None = None       # index announced as the predicted apex
 
 
 class OnlineSpotter:
@@ -355,11 +297,15 @@ class OnlineSpotter:
         if c.rule not in ME_RULES:
             raise ValueError(f"rule must be one of {ME_RULES}, got {c.rule!r}")
         self.regions = tuple(SPOT_REGIONS)
+        # Windows in SOURCE TIME: each is the span of the frame count it was at the
+        # nominal rate ((n - 1) / fps), so at that rate they hold exactly those frames, and a
+        # camera that drops frames or a stream whose rate varies does not stretch them.
         self.history_frames = frames_for(c.history_ms, self.fps, 2)
-        self._context_frames = frames_for(c.context_ms, self.fps, 1)
-        self._settled_frames = frames_for(c.settled_s * 1000.0, self.fps, 1)
-        self._smooth_n = frames_for(c.smooth_ms, self.fps)
-        self._calib_frames = frames_for(c.calibration_s * 1000.0, self.fps, 3)
+        self._history_s = (self.history_frames - 1) / self.fps
+        self._context_s = frames_for(c.context_ms, self.fps, 1) / self.fps
+        self._settled_s = (frames_for(c.settled_s * 1000.0, self.fps, 1) - 1) / self.fps
+        self._smooth_s = (frames_for(c.smooth_ms, self.fps) - 1) / self.fps
+        self._calib_s = (frames_for(c.calibration_s * 1000.0, self.fps, 3) - 1) / self.fps
         self._next_id = 0
         self.rejected = {r: 0 for r in REJECT_REASONS}
         self.noise = NoiseModel(self.fps, self.regions + ("eyes", "head", "light"), c.window_s, c.calm_quantile,
@@ -404,8 +350,9 @@ class OnlineSpotter:
     def reset(self) -> None:
         """Forget everything, the noise model included."""
         self.noise.clear()
-        self._past: deque[tuple] = deque(maxlen=self.history_frames + self._context_frames)
-        self._recent: deque[float] = deque(maxlen=self._smooth_n)
+        # (frame, t, row, px, regions) of the last history + context (pruned by time; capped)
+        self._past: deque[tuple] = deque(maxlen=8 * (self.history_frames + int(round(self._context_s * self.fps))))
+        self._recent: deque[tuple[float, float]] = deque(maxlen=8 * (int(round(self._smooth_s * self.fps)) + 1))
         self._event: _Event | None = None
         self._quiet_until = -math.inf
         # per part of the face: offset time of the last event it led (spikes aside)
@@ -448,6 +395,8 @@ class OnlineSpotter:
             return out
         frame_index, t = e.frames[-1], e.times[-1]
         if e.apex is None or (t - e.times[e.onset]) * 1000.0 < self.config.min_duration_ms:
+            if e.predicted is not None:        # announced at its predicted apex: withdraw it
+                out.append(self._update("rejected", e, frame_index, t, None, apex=e.predicted))
             return out + self._close(frame_index, t)
         return out + self._final(frame_index, t, len(e.values) - 1) + self._flush(None)
 
@@ -488,19 +437,21 @@ class OnlineSpotter:
             row, px, regions = self._row(sample)
         except ValueError as e:
             raise ValueError(f"frame {frame_index}: {e}") from None
-        self.noise.add(row)
+        self.noise.add(row, t)
         self.last_score = None
         if self.noise.calm is None:
-            if len(self.noise) >= self._calib_frames:
+            if len(self.noise) >= 3 and self.noise.span_s >= self._calib_s - _TIME_TOL:
                 self.noise.refresh()
             else:
-                self._past.append((frame_index, t, row, px, regions))
+                self._remember(frame_index, t, row, px, regions)
                 return []
         x, eyes, head, light = self._scores(row)
         self.last_score = x
-        self._recent.append(x)
-        xs = float(np.mean(self._recent))
-        self._past.append((frame_index, t, row, px, regions))
+        self._recent.append((t, x))
+        while self._recent[0][0] < t - self._smooth_s - _TIME_TOL:
+            self._recent.popleft()
+        xs = float(np.mean([v for _, v in self._recent]))
+        self._remember(frame_index, t, row, px, regions)
         if self._event is not None:
             self._event.rvalues.append(self._region_scores(row))
             self._event.light.append(light)
@@ -510,6 +461,11 @@ class OnlineSpotter:
         if t >= self._quiet_until and x > self.config.open_ratio:
             out += self._open()
         return out
+
+    def _remember(self, frame_index: int, t: float, row, px: float, regions: dict) -> None:
+        self._past.append((frame_index, t, row, px, regions))
+        while self._past[0][1] < t - self._history_s - self._context_s - _TIME_TOL:
+            self._past.popleft()
 
     # -- steps --
 
@@ -521,18 +477,22 @@ class OnlineSpotter:
         scores = [self._scores(p[2]) for p in past]
         regional = np.asarray([self._region_scores(p[2]) for p in past])     # (frames, parts)
         after = sum(1 for p in past if p[0] <= self._last_close)
-        first = max(after, len(scores) - self.history_frames)   # ... the onset never does
+        now = past[-1][1]
+        recent = sum(1 for p in past if p[1] < now - self._history_s - _TIME_TOL)
+        first = min(max(after, recent), len(scores) - 1)         # ... the onset never does
         onset = first + min(find_onset([s[0] for s in scores[first:]], c.onset_ratio), len(scores) - 1 - first)
         if self._pending is not None and (past[onset][1] - self._pending[3]) * 1000.0 < c.coincide_ms:
             out += self._withdraw_pending()
-        context = regional[max(0, onset - self._context_frames):onset]
+        onset_t = past[onset][1]
+        start = sum(1 for p in past[:onset] if p[1] < onset_t - self._context_s - _TIME_TOL)
+        context = regional[start:onset]
         seg, sc = past[onset:], scores[onset:]
         e = _Event(self._next_id, [p[0] for p in seg], [p[1] for p in seg], [s[0] for s in sc],
                    [p[3] for p in seg], [s[1] for s in sc], [s[2] for s in sc], [p[4] for p in seg],
                    [s[3] for s in sc], onset=0, peak=0, rvalues=list(regional[onset:]),
                    context=np.maximum(1.0, np.median(context, axis=0)) if len(context) else
                    np.ones(len(FACE_PARTS)), last_end=self._last_end_t.copy(),
-                   settled=self.noise.warmed or len(self.noise) >= self._settled_frames)
+                   settled=self.noise.warmed or self.noise.span_s >= self._settled_s - _TIME_TOL)
         e.peak = int(np.argmax(e.values))
         self._next_id += 1
         self._event = e
@@ -600,14 +560,15 @@ class OnlineSpotter:
         if e.apex is None:
             if x > e.values[e.peak]:
                 e.peak = n
+            out += self._predict(e, frame_index, t, xs)
             rise = e.values[e.peak] - 1.0
             fallen = xs <= 1.0 + c.apex_drop * rise
             waited = (t - e.times[e.peak]) * 1000.0 >= c.apex_wait_ms
             long_enough = (t - onset_t) * 1000.0 >= c.min_duration_ms
             if (fallen or waited) and long_enough:
                 e.apex = e.onset + int(round(estimate_apex(e.values[e.onset:], 1.0, c.apex_top)))
-                e.held = self._suspect(e) is not None and e.kind_frame is None
-                if not e.held:
+                e.held = e.predicted is None and self._suspect(e) is not None and e.kind_frame is None
+                if not e.held and (e.predicted is None or e.frames[e.predicted] != e.frames[e.apex]):
                     out.append(self._update("apex", e, frame_index, t, None))
             elif xs <= c.onset_ratio and not long_enough:     # back down already: a spike
                 self.rejected["spike"] += 1
@@ -639,6 +600,25 @@ class OnlineSpotter:
                 e.apex = e.onset + int(round(estimate_apex(e.values[e.onset:], 1.0, c.apex_top)))
             return out + self._final(frame_index, t, n)
         return out
+
+    def _predict(self, e: _Event, frame_index: int, t: float, xs: float) -> list[SpotUpdate]:
+        """The apex predicted while the score still rises: once the smoothed score's slope
+        has fallen under ``predict_slope`` of its steepest since the onset (the rise is
+        levelling off), the running peak is announced as the apex (``predicted``), so the
+        recogniser starts ~the confirmation wait earlier; the confirmed apex refines it."""
+        c = self.config
+        prev, e.last_xs = e.last_xs, (t, xs)
+        if not c.predict_apex or e.predicted is not None or prev is None or t <= prev[0]:
+            return []
+        slope = (xs - prev[1]) / (t - prev[0])
+        e.slope = max(e.slope, slope)
+        if (e.slope <= 0 or slope >= c.predict_slope * e.slope or xs <= c.open_ratio
+                or (t - e.times[e.onset]) * 1000.0 < c.min_duration_ms):
+            return []
+        if self._suspect(e) is not None and e.kind_frame is None:    # judged at the confirmation
+            return []
+        e.predicted = e.peak
+        return [self._update("apex", e, frame_index, t, None, apex=e.peak, predicted=True)]
 
     def _final(self, frame_index: int, t: float, offset: int) -> list[SpotUpdate]:
         """Close the open event at ``offset``: reject it, or emit (held apex +) final."""
@@ -687,8 +667,9 @@ class OnlineSpotter:
         return []
 
     def _update(self, stage: str, e: _Event, frame_index: int, t: float, offset: int | None,
-                kind: str | None = None) -> SpotUpdate:
-        onset_t, apex_t = e.times[e.onset], e.times[e.apex]
+                kind: str | None = None, apex: int | None = None, predicted: bool = False) -> SpotUpdate:
+        apex = e.apex if apex is None else apex
+        onset_t, apex_t = e.times[e.onset], e.times[apex]
         offset_frame, offset_t = None, None
         if offset is not None:
             offset_frame, offset_t = e.frames[offset], e.times[offset]
@@ -697,11 +678,11 @@ class OnlineSpotter:
         elif e.kind_frame is not None:
             kind = "macro"
         return SpotUpdate(
-            stage=stage, event_id=e.event_id, onset_frame=e.frames[e.onset], apex_frame=e.frames[e.apex],
-            offset_frame=offset_frame, kind=kind, peak_motion=float(e.px[e.apex]),
+            stage=stage, event_id=e.event_id, onset_frame=e.frames[e.onset], apex_frame=e.frames[apex],
+            offset_frame=offset_frame, kind=kind, peak_motion=float(e.px[apex]),
             onset_t=onset_t, apex_t=apex_t, offset_t=offset_t, decided_frame=frame_index, decided_t=t,
-            kind_frame=e.kind_frame, regions=dict(e.regions[e.apex]), peak_score=float(e.values[e.apex]),
-            calm=self.calm,
+            kind_frame=e.kind_frame, regions=dict(e.regions[apex]), peak_score=float(e.values[apex]),
+            calm=self.calm, predicted=predicted,
         )
 
 
@@ -723,7 +704,7 @@ class LiveSpotter:
         return self.spotter.holding
 
     def update(self, frame_index: int, t: float, aligned_crop) -> tuple[MotionSample, list[SpotUpdate]]:
-        sample = self.motion.update(aligned_crop, hold=self.spotter.holding)
+        sample = self.motion.update(aligned_crop, hold=self.spotter.holding, t=t)
         return sample, self.spotter.update(frame_index, t, sample)
 
     def face_lost(self) -> None:

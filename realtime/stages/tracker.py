@@ -39,7 +39,7 @@ motion to the spotter) and holds it fixed through an event (the onset's alignmen
 training; DATASETS.md, "Alignment").
 
 Example:
-    python -m realtime.tracker --video realtime/assets/single_face.mp4 --kind fast
+    python -m realtime.stages.tracker --video core/assets/single_face.mp4 --kind fast
 """
 from __future__ import annotations
 
@@ -52,9 +52,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from realtime.face import (
+from core.face import (
     CROP_SIZE, TEMPLATE_5, TRACKER_KINDS, FaceBox, FaceMesh, FaceModelError, alignment_transform, box_from_landmarks,
-    ensure_bgr, face_models, roll_degrees, shape_residual, to_gray, transform_points, warp_face,
+    ensure_bgr, face_models, roll_degrees, shape_residual, to_gray, transform_points,
 )
 
 
@@ -103,6 +103,9 @@ class TrackResult:
     held: bool = False    # update(refresh=False): the previous frame's landmarks, not re-run
 
 
+PERIODIC = "periodic re-detection"
+
+
 # ---- small pure helpers --------------------------------------------------------------------
 
 def inside_fraction(box: FaceBox, width: int, height: int) -> float:
@@ -135,6 +138,16 @@ def same_subject(boxes: list[FaceBox], ref: FaceBox, match_iou: float, same_plac
         return best
     near = min(boxes, key=lambda b: centre_distance(b, ref))
     return near if centre_distance(near, ref) <= same_place else None
+
+
+def count_distinct(boxes: list[FaceBox], same_iou: float = 0.3) -> int:
+    """How many different faces a list of boxes from several detections holds (boxes
+    overlapping by IoU >= ``same_iou`` are one face)."""
+    kept: list[FaceBox] = []
+    for b in boxes:
+        if all(b.iou(k) < same_iou for k in kept):
+            kept.append(b)
+    return len(kept)
 
 
 # ---- the tracker -----------------------------------------------------------------------------
@@ -185,6 +198,8 @@ class FaceTracker:
         self._missing = 0
         self._n_faces = 0
         self._next_id = 0
+        self._tile_turn = 0
+        self._cycle: list[list[FaceBox]] = []     # boxes of the last partial detections
 
     def _make_verifier(self) -> FaceMesh | None:
         if isinstance(self.landmarks, FaceMesh):
@@ -221,7 +236,7 @@ class FaceTracker:
             return self._acquire(frame, gray, timings)
         self._since_detect += 1
         if self._since_detect >= self.config.redetect_every:
-            return self._redetect(frame, gray, timings, "periodic re-detection")
+            return self._redetect(frame, gray, timings, PERIODIC)
         box = box_from_landmarks(self._lm)
         lm, patch, problem = self._landmarks_at(frame, gray, box, timings, compare_patch=True)
         if problem:
@@ -230,11 +245,26 @@ class FaceTracker:
 
     # -- steps --
 
-    def _detect(self, frame: np.ndarray, timings: dict) -> list[FaceBox]:
+    def _detect(self, frame: np.ndarray, timings: dict, partial: bool = False) -> list[FaceBox]:
+        """Detect faces. ``partial`` (a periodic re-check of the followed face): a tiling
+        detector runs the full frame and only the next of its tiles in rotation, so the tiles'
+        cost (three more inferences at 640x480) is spread over re-detections instead of making
+        one frame's latency spike; the full set runs on acquisition and whenever the
+        partial pass misses the subject (``_redetect``)."""
         t0 = time.perf_counter()
-        boxes = self.detector.detect(frame)
+        n_tiles = self.detector.tile_count(*frame.shape[:2]) if partial and hasattr(self.detector, "tile_count") else 0
+        if n_tiles:
+            boxes = self.detector.detect(frame, tiles=[self._tile_turn % n_tiles])
+            self._tile_turn += 1
+            # faces seen over the last full cycle of tiles (each tile's small faces included)
+            self._cycle.append(boxes)
+            del self._cycle[:-n_tiles]
+            self._n_faces = count_distinct([b for bs in self._cycle for b in bs])
+        else:
+            boxes = self.detector.detect(frame)
+            self._n_faces = len(boxes)
+            self._cycle = [boxes]
         timings["detect"] += (time.perf_counter() - t0) * 1000
-        self._n_faces = len(boxes)
         self._since_detect = 0
         return boxes
 
@@ -312,9 +342,14 @@ class FaceTracker:
                             reason="new subject" if new_subject else "subject re-acquired")
 
     def _redetect(self, frame, gray, timings, why: str) -> TrackResult:
-        """Tracking: detect again and keep the subject if it is still there."""
-        boxes = self._detect(frame, timings)
+        """Tracking: detect again and keep the subject if it is still there (a periodic
+        re-check first with a partial pass, see ``_detect``)."""
+        periodic = why == PERIODIC
+        boxes = self._detect(frame, timings, partial=periodic)
         match = same_subject(boxes, self._box, self.config.match_iou, self.config.same_place)
+        if match is None and periodic and hasattr(self.detector, "tile_count"):
+            boxes = self._detect(frame, timings)
+            match = same_subject(boxes, self._box, self.config.match_iou, self.config.same_place)
         if match is None:
             return self._lose(timings, f"{why}; subject not found by the detector")
         lm, patch, problem = self._landmarks_at(frame, gray, match, timings, compare_patch=False)
@@ -336,12 +371,21 @@ class SmoothedTransform:
     blending into it.
 
     alpha: weight of the newest transform (``for_fps`` sets it from a time constant).
+    time_constant_s: with frame times given to ``update(t=...)``, the weight follows the
+    time since the previous frame, alpha = 1 - exp(-dt / time_constant_s), so a camera
+    that drops frames or a stream whose rate varies does not stretch the smoothing
+   ; ``for_fps`` sets it.
     """
 
-    def __init__(self, alpha: float = 0.3, reset_px: float = 8.0, size: int = CROP_SIZE) -> None:
+    def __init__(self, alpha: float = 0.3, reset_px: float = 8.0, size: int = CROP_SIZE,
+                 time_constant_s: float | None = None) -> None:
         if not 0.0 < alpha <= 1.0:
             raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+        if time_constant_s is not None and not time_constant_s > 0:
+            raise ValueError(f"time_constant_s must be positive or None, got {time_constant_s}")
         self.alpha = alpha
+        self.time_constant_s = time_constant_s
+        self._t: float | None = None
         self.reset_px = reset_px
         self.size = size
         self._points = TEMPLATE_5.astype(np.float64) * (size / CROP_SIZE)
@@ -352,7 +396,8 @@ class SmoothedTransform:
     @classmethod
     def for_fps(cls, fps: float, time_constant_s: float = 0.1, **kwargs) -> "SmoothedTransform":
         """Smoothing with the same time constant at any frame rate."""
-        return cls(alpha=1.0 - math.exp(-1.0 / max(fps * time_constant_s, 1e-9)), **kwargs)
+        return cls(alpha=1.0 - math.exp(-1.0 / max(fps * time_constant_s, 1e-9)),
+                   time_constant_s=time_constant_s if time_constant_s > 0 else None, **kwargs)
 
     @property
     def value(self) -> np.ndarray | None:
@@ -366,17 +411,23 @@ class SmoothedTransform:
         image_pts = transform_points(self._points, cv2.invertAffineTransform(self._m))
         return float(np.linalg.norm(transform_points(image_pts, transform) - self._points, axis=1).mean())
 
-    def update(self, transform: np.ndarray, reset: bool = False) -> np.ndarray:
-        """Feed this frame's transform; returns the one to warp this frame with."""
+    def update(self, transform: np.ndarray, reset: bool = False, t: float | None = None) -> np.ndarray:
+        """Feed this frame's transform (``t``: its source time, seconds); returns the one to
+        warp this frame with."""
         m = np.asarray(transform, dtype=np.float64)
         if m.shape != (2, 3):
             raise ValueError(f"expected a 2x3 affine transform, got shape {m.shape}")
+        alpha = self.alpha
+        if t is not None:
+            if self._t is not None and self.time_constant_s is not None and t > self._t:
+                alpha = 1.0 - math.exp(-(t - self._t) / self.time_constant_s)
+            self._t = float(t)
         if self._m is None or (not self.frozen and (reset or self.jump(m) > self.reset_px)):
             if self._m is not None:
                 self.resets += 1
             self._m = m.copy()
         elif not self.frozen:
-            self._m = (1.0 - self.alpha) * self._m + self.alpha * m
+            self._m = (1.0 - alpha) * self._m + alpha * m
         return self._m.copy()
 
     def freeze(self) -> None:
@@ -389,6 +440,7 @@ class SmoothedTransform:
     def reset(self) -> None:
         """Forget the average (and unfreeze): the next transform is taken as is."""
         self._m = None
+        self._t = None
         self.frozen = False
 
 
@@ -397,8 +449,8 @@ class SmoothedTransform:
 def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description="Track the face through a video and print what the tracker costs per frame.",
-        epilog="examples:\n  python -m realtime.tracker --video realtime/assets/single_face.mp4\n"
-               "  python -m realtime.tracker --video clip.mp4 --kind dlib --redetect-every 10 --width 640",
+        epilog="examples:\n  python -m realtime.stages.tracker --video core/assets/single_face.mp4\n"
+               "  python -m realtime.stages.tracker --video clip.mp4 --kind dlib --redetect-every 10 --width 640",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--video", required=True, help="video file to read")
     ap.add_argument("--kind", choices=TRACKER_KINDS, default="fast")

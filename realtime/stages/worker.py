@@ -31,7 +31,7 @@ from typing import Any, Hashable
 
 import numpy as np
 
-log = logging.getLogger("realtime.worker")
+log = logging.getLogger("realtime.stages.worker")
 
 
 @dataclass

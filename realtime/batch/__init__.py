@@ -1,0 +1,1 @@
+"""``python -m realtime.batch``: archives of recordings, resumable, locally or on a Ray cluster."""

@@ -1,0 +1,3 @@
+from realtime.batch.cli import main
+
+raise SystemExit(main())

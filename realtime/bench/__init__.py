@@ -1,0 +1,1 @@
+"""``python -m realtime.bench``: the live path's latency and throughput benchmark."""

@@ -1,0 +1,3 @@
+from realtime.bench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""``python -m realtime.evaluate``: spotting and recognition scored against ground truth."""

@@ -1,0 +1,3 @@
+from realtime.evaluate.cli import main
+
+raise SystemExit(main())
