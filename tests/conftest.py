@@ -60,3 +60,12 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def asset():
     return assets.path
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """Engine exports and generated clips go to the session's folder, never the user's cache."""
+    d = tmp_path_factory.getbasetemp() / "moext-cache"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MOEXT_CACHE_DIR", str(d))
+        yield d

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,18 +26,6 @@ from realtime.stages.pipeline import STAGES
 
 FPS = 200.0
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    old = os.environ.get("MOEXT_CACHE_DIR")
-    d = tmp_path_factory.mktemp("moext_cache")
-    os.environ["MOEXT_CACHE_DIR"] = str(d)
-    yield d
-    if old is None:
-        os.environ.pop("MOEXT_CACHE_DIR", None)
-    else:
-        os.environ["MOEXT_CACHE_DIR"] = old
 
 
 @pytest.fixture(scope="module")

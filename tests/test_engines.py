@@ -51,13 +51,8 @@ def make_checkpoint(path, centre_on, width=WIDTH, seed=0, class_names=("negative
     return save_checkpoint(path, clf, cfg, meta={"purpose": "engine tests"})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cache_dir(tmp_path_factory):
-    """Engine caches go to a per-session folder, never the user's real cache."""
-    d = tmp_path_factory.getbasetemp() / "moext-cache"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MOEXT_CACHE_DIR", str(d))
-        yield d
+# engine caches in the session's folder, never the user's (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("cache_dir")
 
 
 @pytest.fixture(scope="module")

@@ -26,12 +26,8 @@ CLASSES = ("negative", "positive", "surprise")
 COLUMNS = ["sample", "onset", "apex", "label", *[f"p_{c}" for c in CLASSES], "error"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cache_dir(tmp_path_factory):
-    d = tmp_path_factory.getbasetemp() / "moext-cache"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MOEXT_CACHE_DIR", str(d))
-        yield d
+# engine caches in the session's folder, never the user's (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("cache_dir")
 
 
 def read_frames(path, indices):

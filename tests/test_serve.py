@@ -55,13 +55,8 @@ FP32_TOL = 1e-4
 QUEUE_DELAY_US = 10_000  # long enough that concurrent callers are batched on a busy 2-core machine
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cache_dir(tmp_path_factory):
-    """Engine caches go to the session's folder (as in tests/test_engines.py), never the user's."""
-    d = tmp_path_factory.getbasetemp() / "moext-cache"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MOEXT_CACHE_DIR", str(d))
-        yield d
+# engine caches in the session's folder, never the user's (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("cache_dir")
 
 
 @pytest.fixture(scope="module")

@@ -46,12 +46,8 @@ REMOVED_IN_11 = frozenset({"FP16", "INT8", "FP8", "BF16", "INT4", "FP4", "OBEY_P
 TRT11_FLAGS = TRT10_FLAGS - REMOVED_IN_11
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cache_dir(tmp_path_factory):
-    d = tmp_path_factory.getbasetemp() / "moext-cache"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MOEXT_CACHE_DIR", str(d))
-        yield d
+# engine caches in the session's folder, never the user's (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("cache_dir")
 
 
 @pytest.fixture(scope="module")
