@@ -12,7 +12,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2 added face_box (schema-1 records, without it, still read)
 KINDS = ("micro", "macro")
 
 # Micro or macro: ONE rule for the spotter, the generator's ground truth and scoring.
@@ -57,6 +57,9 @@ class Event:
     available, ``finalised_t`` when micro/macro became certain (at the offset, or 500 ms
     after onset). ``latency_ms`` holds at least ``decision`` = ``wait`` + ``compute``
     (apex captured -> label available) and ``final`` (apex captured -> kind final).
+    ``face_id`` says which tracked face the event belongs to (ids are per stream, stable
+    while the face is followed); ``face_box`` (schema 2) is that face's box at the apex,
+    [x, y, width, height] in source pixels (integers), or None where no box is known.
     """
 
     source: str
@@ -75,6 +78,7 @@ class Event:
     finalised_t: float | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
     face_id: int | None = None
+    face_box: list[int] | None = None
     schema: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -112,7 +116,10 @@ class GroundTruth:
     ``amplitude`` (optional, added after schema 1; written only when set, so older files
     read and write back unchanged): for face motion, the apex displacement of the strongest
     point in pixels of the 224 aligned crop; for kind "light", the peak relative brightness
-    change (0.2 = 20 %)."""
+    change (0.2 = 20 %).
+    ``face_box`` (optional, like ``amplitude``): [x, y, width, height] of the face the
+    interval belongs to, in source pixels at the apex, for clips with several faces;
+    scoring matches events to truths by the overlap of their face boxes."""
 
     onset_frame: int
     apex_frame: int
@@ -126,6 +133,7 @@ class GroundTruth:
     au: str = ""
     source: str = ""
     amplitude: float = 0.0
+    face_box: list[int] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in TRUTH_KINDS:
@@ -141,6 +149,8 @@ class GroundTruth:
         d = asdict(self)
         if not self.amplitude:          # optional field: absent when unset (older files unchanged)
             d.pop("amplitude")
+        if self.face_box is None:       # likewise: single-face clips' files stay as they were
+            d.pop("face_box")
         return d
 
     @classmethod
@@ -194,6 +204,10 @@ def _type_problem(name: str, v) -> str | None:
         return None if v is None or isinstance(v, str) else "must be a string or null"
     if name == "face_id":
         return None if v is None or (isinstance(v, int) and not isinstance(v, bool)) else "must be an integer or null"
+    if name == "face_box":
+        ok = v is None or (isinstance(v, list) and len(v) == 4
+                           and all(isinstance(x, int) and not isinstance(x, bool) for x in v) and v[2] >= 0 and v[3] >= 0)
+        return None if ok else "must be [x, y, width, height] (integers, width and height >= 0) or null"
     if name in _NUMBER_MAPS:
         ok = isinstance(v, dict) and all(isinstance(k, str) and _is_number(x) for k, x in v.items())
         return None if ok else "must map names to finite numbers"

@@ -25,14 +25,12 @@ import json
 import math
 import os
 import select
-import shutil
 import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st

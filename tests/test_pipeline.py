@@ -300,24 +300,54 @@ def test_face_lost_and_back_keeps_its_id(asset):
     assert all(found[e.onset_frame] and found[e.apex_frame] for e in events)
 
 
-def test_several_faces_track_one_and_say_so(asset, tmp_path):
+@pytest.fixture(scope="module")
+def group_clip(asset, tmp_path_factory):
     img = cv2.imread(str(asset("multi_face.jpg")))           # five real people
-    clip = tmp_path / "multi_face.avi"
+    clip = tmp_path_factory.mktemp("group") / "multi_face.avi"
     h, w = img.shape[:2]
     writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (w, h))
     for _ in range(15):
         writer.write(img)
     writer.release()
-    with open_source(video=clip) as src:
-        pipe = Pipeline.for_source(src, PipelineConfig(engine="none"))
+    return clip
+
+
+def test_max_faces_1_tracks_one_and_says_so(group_clip):
+    with open_source(video=group_clip) as src:
+        pipe = Pipeline.for_source(src, PipelineConfig(engine="none", max_faces=1))
         results, _ = _run(pipe, src)
     tracked = [r for r in results if r.found]
     assert len(tracked) == 15
-    assert {r.face_id for r in tracked} == {0}
+    assert {r.face_id for r in tracked} == {0} and all(len(r.faces) == 1 for r in tracked)
     assert all(r.n_faces >= 2 for r in tracked)
     assert tracked[-1].message == f"{tracked[-1].n_faces} faces: tracking #0"
     boxes = np.array([[r.box.left, r.box.top] for r in tracked])
     assert np.ptp(boxes, axis=0).max() < 10                  # the same subject throughout
+    assert results[-1].overlay is not None
+
+
+def test_every_face_is_followed_up_to_max_faces(group_clip):
+    """Five people, max_faces 4 (the default): four lanes with stable, distinct ids and
+    boxes that do not overlap; one signal row per face per frame."""
+    with open_source(video=group_clip) as src:
+        pipe = Pipeline.for_source(src, PipelineConfig(engine="none"))
+        results, _ = _run(pipe, src)
+    assert pipe.config.max_faces == 4
+    assert all(len(r.faces) == 4 for r in results)
+    ids = [tuple(f.face_id for f in r.faces) for r in results]
+    assert set(ids) == {(0, 1, 2, 3)}                       # stable over the clip
+    last = results[-1].faces
+    for i, a in enumerate(last):
+        for b in last[i + 1:]:
+            assert a.box.iou(b.box) < 0.1
+    # each face in place throughout
+    for k in range(4):
+        boxes = np.array([[r.faces[k].box.left, r.faces[k].box.top] for r in results])
+        assert np.ptp(boxes, axis=0).max() < 10
+    rows = results[-1].signal_rows()
+    assert [row["face_id"] for row, _ in rows] == [0, 1, 2, 3] and all(reg for _, reg in rows)
+    assert set(pipe.lanes) == {0, 1, 2, 3} and len({id(v) for v in pipe.lanes.values()}) == 4
+    assert pipe.summary().faces["3"]["frames"] == 15
     assert results[-1].overlay is not None
 
 

@@ -75,7 +75,9 @@ from realtime.batch.pool import quiet_native
 from realtime.batch.ray_runner import ray_available
 from realtime.batch.runner import BatchRun, output_lock, run_recordings
 from realtime.batch.tables import EXPORTS, TIMING_COLUMNS, compare_outputs, write_outputs
+from realtime.stages.multitrack import MAX_FACES
 from realtime.stages.recording import RecordingSettings
+from realtime.stages.tracker import LANDMARKS_HZ
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -134,8 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "none = spotting only")
     model.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
     model.add_argument("--tracker", choices=TRACKER_KINDS, default="fast", help="face tracker (default fast)")
-    model.add_argument("--landmarks-hz", type=float, default=100.0, metavar="HZ",
-                       help="68-point landmarks at most this often per second of video (default 100); 0 = every frame")
+    model.add_argument("--max-faces", type=int, default=MAX_FACES, metavar="N",
+                       help=f"faces followed at once, each with its own spotter (default {MAX_FACES}); 1 = the largest")
+    model.add_argument("--landmarks-hz", type=float, default=LANDMARKS_HZ, metavar="HZ",
+                       help=f"68-point landmarks at most this often per second of video (default {LANDMARKS_HZ:g}); "
+                            "0 = every frame")
     model.add_argument("--causal", action="store_true", help="no look-ahead: analyse as a camera would")
     model.add_argument("--me-rule", choices=("megc", "casme"), default="megc", help="micro/macro rule (default megc)")
     model.add_argument("--calibration", type=float, metavar="S", help="the spotter's warm start in seconds")
@@ -193,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"--fps must be a positive frame rate, got {args.fps}")
     if not (args.landmarks_hz >= 0 and math.isfinite(args.landmarks_hz)):
         return _fail(f"--landmarks-hz must be 0 (every frame) or a positive rate, got {args.landmarks_hz}")
+    if args.max_faces < 1:
+        return _fail(f"--max-faces must be 1 or more (1: one subject, the largest face), got {args.max_faces}")
     exports = tuple(x.strip() for x in args.exports.split(",") if x.strip())
     if exports == ("none",):
         exports = ()

@@ -74,10 +74,13 @@ from typing import Sequence
 
 from core.face import TRACKER_KINDS
 from realtime.bench.compare import run_compare
+from realtime.bench.faces import face_cost
+from realtime.bench.faces import markdown_rows as faces_markdown
 from realtime.bench.measure import (COMPARE_ENGINES, DISPLAY_FPS, BenchConfig, describe_machine, load_engine, measure,
                                     resolve_clip, tracker_models, warm_up)
 from realtime.bench.report import (build_report, headline, json_default, markdown, plot_latency, plot_motion,
                                    plot_stages, write_profile)
+from realtime.stages.multitrack import MAX_FACES
 from realtime.stages.sources import SourceError
 
 
@@ -114,6 +117,9 @@ def run(cfg: BenchConfig, argv: Sequence[str] | None = None, say=print) -> dict:
         report = build_report(clip, cfg, engine, warm, m, machine, argv)
         if cfg.compare:
             report["compare"] = run_compare(clip, cfg, engine, say)
+        if cfg.faces_cost:
+            say("cost per face: a 3-face clip at 1, 2 and 3 faces followed ...")
+            report["faces_cost"] = face_cost(fps=clip.fps or 200.0, tracker=cfg.tracker, work=out)
         if m.profile is not None:
             report["profile"] = write_profile(m.profile, out / "profile.txt").name
         if cfg.plots:
@@ -121,7 +127,8 @@ def run(cfg: BenchConfig, argv: Sequence[str] | None = None, say=print) -> dict:
                      plot_motion(report, m, clip.truth, out / "motion.png")]
             report["plots"] = [p.name for p in plots]
         (out / "report.json").write_text(json.dumps(report, indent=2, default=json_default))
-        (out / "report.md").write_text(markdown(report))
+        (out / "report.md").write_text(markdown(report) + (
+            "\n".join(faces_markdown(report["faces_cost"])) + "\n" if "faces_cost" in report else ""))
     finally:
         if engine.recognizer is not None:
             engine.recognizer.close()
@@ -151,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="time a random-init network of this width instead (1.0 = the paper's full width; "
                          "latency does not depend on the weights)")
     ap.add_argument("--tracker", choices=TRACKER_KINDS, default="fast", help="face tracker (default fast)")
+    ap.add_argument("--max-faces", type=int, default=MAX_FACES, metavar="N",
+                    help=f"faces the live path follows (default {MAX_FACES}, as run_live.py)")
+    ap.add_argument("--faces-cost", action="store_true",
+                    help="also measure what each additional face costs per frame (a generated 3-face clip at 1, 2 "
+                         "and 3 faces followed; about 2 minutes more)")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
     ap.add_argument("--out", default="bench_report", metavar="DIR", help="report folder (default bench_report)")
     ap.add_argument("--warmup", type=int, default=200, metavar="N",
@@ -189,7 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
+        if a.max_faces < 1:
+            raise ValueError(f"--max-faces must be 1 or more, got {a.max_faces}")
         cfg = BenchConfig(video=a.video, fps=a.fps, engine=a.engine, width=a.width, tracker=a.tracker,
+                          max_faces=a.max_faces, faces_cost=a.faces_cost,
                           device=a.device, warmup=a.warmup, max_frames=a.max_frames,
                           draw="every" if a.draw_every_frame else "off" if a.no_draw else "display",
                           compare=a.compare, compare_frames=a.compare_frames,

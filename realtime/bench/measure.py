@@ -38,6 +38,7 @@ from realtime.bench.sample import DEFAULT_SAMPLE, ensure_sample
 from realtime.evaluate.scoring import interval_iou, score_intervals
 from realtime.stages.pipeline import STAGES, Pipeline, PipelineConfig
 from realtime.stages.sources import open_source
+from realtime.stages.multitrack import MAX_FACES, MultiFaceTracker
 from realtime.stages.tracker import FaceTracker, TrackerConfig
 from train.synth import ground_truth_path
 
@@ -66,6 +67,8 @@ class BenchConfig:
     engine: str = "auto"               # "auto" | checkpoint/engine path | "none"
     width: float | None = None         # random-init network at this width instead of --engine
     tracker: str = "fast"
+    max_faces: int = MAX_FACES         # faces followed (the live path's default)
+    faces_cost: bool = False           # also measure each additional face's cost (realtime.bench.faces)
     device: str = "auto"
     warmup: int = 200                  # frames of the separate warm-up pass
     max_frames: int | None = None      # measure at most this many frames
@@ -217,9 +220,11 @@ def tracker_models(kind: str):
     return face_models(kind, dlib_upsample=TrackerConfig().dlib_upsample)
 
 
-def make_tracker(kind: str, models, redetect_every: int):
-    """The tracker Pipeline would build for ``kind``, on already loaded models."""
+def make_tracker(kind: str, models, redetect_every: int, max_faces: int = 1):
+    """The tracker Pipeline would build for ``kind`` and ``max_faces``, on already loaded models."""
     det, lms = models
+    if max_faces > 1:
+        return MultiFaceTracker(kind, max_faces=max_faces, redetect_every=redetect_every, detector=det, landmarks=lms)
     return FaceTracker(kind, redetect_every=redetect_every, detector=det, landmarks=lms)
 
 
@@ -231,7 +236,8 @@ def landmarks_every(fps: float) -> int:
 
 def pipeline_config(fps: float, cfg: BenchConfig, engine: Engine) -> PipelineConfig:
     """The live path's settings: defaults, plus what the benchmark was asked for."""
-    return PipelineConfig(fps=fps, tracker=cfg.tracker, engine=engine.spec if engine.recognizer else "none",
+    return PipelineConfig(fps=fps, tracker=cfg.tracker, max_faces=cfg.max_faces,
+                          engine=engine.spec if engine.recognizer else "none",
                           device=cfg.device, draw=cfg.draw != "off",
                           draw_fps=None if cfg.draw == "every" else DISPLAY_FPS)
 
@@ -288,7 +294,7 @@ def warm_up(clip: Clip, cfg: BenchConfig, engine: Engine, models) -> dict:
     with open_source(video=clip.path, fps=clip.fps) as src:
         pcfg = pipeline_config(src.fps, cfg, engine)
         pipe = Pipeline(pcfg, engine.recognizer, source_name=src.name,
-                        tracker=make_tracker(cfg.tracker, models, pcfg.redetect_every))
+                        tracker=make_tracker(cfg.tracker, models, pcfg.redetect_every, pcfg.max_faces))
         n = 0
         for frame in src:
             r = pipe.process(frame)
@@ -346,7 +352,7 @@ def measure(clip: Clip, cfg: BenchConfig, engine: Engine, models) -> Measured:
     with open_source(video=clip.path, fps=clip.fps) as src:
         pcfg = pipeline_config(src.fps, cfg, engine)
         pipe = Pipeline(pcfg, engine.recognizer, source_name=src.name,
-                        tracker=make_tracker(cfg.tracker, models, pcfg.redetect_every))
+                        tracker=make_tracker(cfg.tracker, models, pcfg.redetect_every, pcfg.max_faces))
         spot_log = SpotLog(pipe.spotter)
         pipe.spotter = spot_log
         total = getattr(src, "header_frames", None)

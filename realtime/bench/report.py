@@ -102,7 +102,7 @@ def build_report(clip: Clip, cfg: BenchConfig, engine: Engine, warm: dict, m: Me
                    "header_frames": m.source.get("header_frames"),
                    "ground_truth": None if clip.truth_path is None else clip.truth_path.name,
                    "end_reason": m.source.get("end_reason")},
-        "settings": {"tracker": cfg.tracker, "engine": engine.spec, "device": cfg.device,
+        "settings": {"tracker": cfg.tracker, "max_faces": cfg.max_faces, "engine": engine.spec, "device": cfg.device,
                      "warmup_frames": warm["frames"], "max_frames": cfg.max_frames,
                      "draw": s.draw, "drawn_frames": stages["draw"]["n"],
                      "redetect_every": PipelineConfig().redetect_every,
@@ -179,7 +179,7 @@ def markdown(r: dict) -> str:
         "",
         f"Input: {src['video']} ({size} at {src['fps']:g} fps, {r['frames']} frames"
         f"{', the generated 200 fps sample with ground truth' if src['sample'] else ''}); "
-        f"tracker `{st['tracker']}`{lm_rate}; engine {eng.get('engine') or 'none'} {eng.get('precision') or ''} on "
+        f"tracker `{st['tracker']}`{lm_rate}, up to {st.get('max_faces', 1)} face(s) followed; engine {eng.get('engine') or 'none'} {eng.get('precision') or ''} on "
         f"{eng.get('device') or '-'}; network width {net.get('width')}, "
         f"{_f((net.get('params') or 0) / 1e6, 2)} M parameters"
         f"{' (random init: timing only)' if net.get('random_init') else ''}; "

@@ -12,7 +12,8 @@ cannot be found is refused (``AnnotationError``) with the columns it has.
 - synth: the generator's clips (python -m train.synth clips ...): VIDEO (.avi/.mp4/...)
   with VIDEO_STEM.gt.jsonl beside it (core.events.GroundTruth records; frames count
   from 0 and fps is the clip's true rate). An image folder NAME/ with NAME.gt.jsonl
-  beside it works the same way.
+  beside it works the same way. Records with ``face_box`` (multi-face clips) keep it on
+  their Interval: such videos are scored per face (realtime.evaluate.faces).
 - casme2: CAS(ME)^2. The workbook (``CAS(ME)^2code_final*.xlsx``) has no header row; its
   first sheet lists participant, video name (e.g. "anger1_1"), onset, apex, offset, AUs,
   emotion, type ("micro-expression" / "macro-expression"); the sheets "naming rule1"
@@ -95,7 +96,8 @@ def find_synth_cases(root: Path) -> list[VideoCase]:
             raise AnnotationError(f"{gt}: records disagree on fps ({sorted(fps)}); one clip has one frame rate")
         cases.append(VideoCase(
             name=str(video.relative_to(root)), path=video, layout="synth", fps=fps.pop() if fps else None,
-            truth=[Interval(t.onset_frame, t.offset_frame, t.apex_frame, t.kind, t.label) for t in truths]))
+            truth=[Interval(t.onset_frame, t.offset_frame, t.apex_frame, t.kind, t.label,
+                            None if t.face_box is None else tuple(t.face_box)) for t in truths]))
     return cases
 
 

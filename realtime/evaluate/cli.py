@@ -14,7 +14,10 @@ N at a time, ``--work DIR`` keeps each video's event log and signal for a later 
 reuse), and are scored from what it wrote: evaluation and production share one path. Detections are the pipeline's final events; they are
 scored the MEGC way (realtime/evaluate/scoring.py: hit at IoU >= 0.5, F1 = 2TP / (2TP + FP + FN))
 per video and pooled, with the apex error (median, share within 10 ms) and, when an
-engine runs, the label accuracy over hits.
+engine runs, the label accuracy over hits. A ground truth with ``face_box`` (several faces:
+``python -m train.synth clips --faces 2``) is scored per true face, each event counted on
+the face its box overlaps (realtime.evaluate.faces); ``--max-faces N`` lets the pipeline
+follow N faces.
 
 Ground-truth layouts (``--layout``: synth, casme2, samm; "auto" picks by what DIR holds)
 are described in realtime.evaluate.cases.
@@ -40,6 +43,7 @@ from realtime.evaluate.cases import LAYOUTS, AnnotationError, find_cases
 from realtime.evaluate.runs import MODES, evaluate_cases, fmt_score, parse_overrides
 from realtime.evaluate.scoring import SCORE_KINDS
 from realtime.evaluate.sensitivity import plot_sensitivity
+from realtime.stages.multitrack import MAX_FACES
 from realtime.stages.sources import SourceError
 
 EXAMPLES = """examples:
@@ -48,10 +52,16 @@ EXAMPLES = """examples:
   python -m realtime.evaluate clips/eval30 --kind all --out eval30.json
   python -m realtime.evaluate "/data/CAS(ME)^2" --layout casme2 --engine none
   python -m realtime.evaluate /data/SAMM_longvideos --layout samm --annotations /data/SAMM_LongVideos_V3_Release.xlsx
+  python -m train.synth clips --faces 2 --split eval --n 4 --fps 200 --seed 5 --out clips/faces200
+  python -m realtime.evaluate clips/faces200 --engine none --max-faces 2 --out faces200.json
 
 Scores: a detection is a hit when its IoU with a true interval of the same kind is >= 0.5
 (each true interval matched once); F1 = 2TP / (2TP + FP + FN), pooled by summing counts
 over videos. Apex error = detected - true apex of each hit, in ms.
+Several faces (ground truth with face_box): each event goes to the true face whose box its
+face_box overlaps most (else the nearest within 1.5 face widths; else none: a false
+positive); each face is scored on its own events, the video's scores pool its faces, and
+the JSON adds per-face scores ("faces" per video and pooled, "unassigned").
 """
 
 
@@ -72,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="recogniser: auto (demo weights), a .safetensors/.onnx/.plan path, or none (default auto)")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--tracker", default="fast", choices=("fast", "dlib", "mediapipe"))
+    ap.add_argument("--max-faces", type=int, default=MAX_FACES, metavar="N",
+                    help=f"faces the pipeline follows at once (default {MAX_FACES}, as run_live.py); multi-face "
+                         "clips need N >= their faces")
     ap.add_argument("--kind", default="micro", choices=SCORE_KINDS,
                     help="which intervals the headline figures are for (all kinds go to the JSON)")
     ap.add_argument("--iou", type=float, default=0.5, help="IoU for a hit (default 0.5, MEGC)")
@@ -102,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"--iou must be in (0, 1], got {args.iou}")
     if args.jobs < 1:
         ap.error(f"--jobs must be at least 1, got {args.jobs}")
+    if args.max_faces < 1:
+        ap.error(f"--max-faces must be at least 1, got {args.max_faces}")
     try:
         cases, notes = find_cases(args.dir, args.layout, args.annotations)
     except AnnotationError as e:
@@ -136,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             reports[mode] = evaluate_cases(cases, fps=args.fps, recognizer=recognizer, tracker=args.tracker,
                                            iou=args.iou, spotter=overrides, progress=not args.quiet,
                                            mode=mode, engine=args.engine if recognizer is not None else "none",
-                                           jobs=args.jobs,
+                                           jobs=args.jobs, max_faces=args.max_faces,
                                            work=None if args.work is None else Path(args.work) / mode)
     except (SourceError, BatchError, EngineLoadError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -146,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             recognizer.close()
     for mode, report in reports.items():
         report.update({"layout": notes["layout"], "dir": str(args.dir), "engine": args.engine,
-                       "tracker": args.tracker, "kind": args.kind, "notes": notes})
+                       "tracker": args.tracker, "max_faces": args.max_faces, "kind": args.kind, "notes": notes})
         p = report["pooled"][args.kind]
         print(f"\n[{mode}] pooled {args.kind} over {len(cases)} video(s): F1 {fmt_score(p['f1'])}  "
               f"precision {fmt_score(p['precision'])}  recall {fmt_score(p['recall'])}  "
@@ -156,6 +171,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{p['apex_within_share']:.0%} of hits")
         if p["label_accuracy"] is not None:
             print(f"label accuracy over {p['labelled_hits']} hits: {p['label_accuracy']:.3f}")
+        if "faces" in report:
+            fp = report["faces"]["pooled"][args.kind]
+            un = report["faces"]["unassigned"]
+            print(f"per face: {report['faces']['faces']} true faces in {report['faces']['videos']} video(s), "
+                  f"{args.kind} F1 pooled over faces {fmt_score(fp['f1'])} (TP {fp['tp']} FP {fp['fp']} FN {fp['fn']}; "
+                  f"events on no true face: {un['micro']} micro, {un['macro']} macro)")
         if report["sensitivity"]:
             print("micro recall by amplitude (peak / calm level): " + ", ".join(
                 f"{b} {r['hits']}/{r['n']}" for b, r in report["sensitivity"].items()))

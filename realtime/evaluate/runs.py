@@ -7,7 +7,14 @@ events and per-frame signal are read back from what it wrote (``VideoRun``), and
 pooled, with the recall by amplitude band (realtime.evaluate.sensitivity). The
 generator's micro/macro ground truth is judged under the spotter's rule
 (``relabel_truth``). Also the settings of an evaluation run (``recording_settings``,
-``--mode``, ``--spotter NAME=VALUE``) and the per-video score line.
+``--mode``, ``--spotter NAME=VALUE``, ``--max-faces``) and the per-video score line.
+
+A video whose ground truth has ``face_box`` (the generator's multi-face clips) is scored
+per true face (realtime.evaluate.scoring.score_by_face): its "scores" are pooled over its
+faces (plus the false positives on no face), "faces" holds each face's, "unassigned" the
+detections on no face and "scores_ignoring_faces" the old face-blind matching; the report's
+"faces" section pools the faces of every such video. Its per-frame signal has one row per
+followed face (``face_id``), read per face for the sensitivity table.
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ import json
 import math
 import shutil
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -26,9 +34,20 @@ from core.events import expression_kind, read_events
 from realtime.batch.discovery import Recording
 from realtime.batch.runner import run_recordings
 from realtime.evaluate.cases import VideoCase
-from realtime.evaluate.scoring import SCORE_KINDS, Interval, SpotScore, match_intervals, pool, score_intervals
+from realtime.evaluate.faces import group_faces, has_face_boxes
+from realtime.evaluate.scoring import (
+    SCORE_KINDS,
+    FaceScoring,
+    Interval,
+    SpotScore,
+    match_intervals,
+    pool,
+    score_by_face,
+    score_intervals,
+)
 from realtime.evaluate.sensitivity import measure_ratios, sensitivity
 from realtime.stages.motion import SPOT_REGIONS
+from realtime.stages.multitrack import MAX_FACES
 from realtime.stages.recording import RecordingSettings
 from realtime.stages.sources import SourceError
 from realtime.stages.spotter import SpotterConfig
@@ -47,19 +66,24 @@ class VideoRun:
     regions: dict[str, list[float]] = field(default_factory=dict)   # per frame (nan: no face)
     faults: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
+    regions_by_face: dict[int, dict[str, list[float]]] = field(default_factory=dict)   # face_id -> per frame
 
 
 MODES = ("recording", "causal")
 
 
 def recording_settings(tracker: str = "fast", spotter: dict | None = None, motion: dict | None = None,
-                       mode: str = "recording", engine: str = "none"):
+                       mode: str = "recording", engine: str = "none", max_faces: int = MAX_FACES):
     """The realtime.stages.recording settings of an evaluation run (``mode`` "recording": read
-    ahead, as run_live.py and the batch read files; "causal": as a camera sees it)."""
+    ahead, as run_live.py and the batch read files; "causal": as a camera sees it).
+    ``max_faces``: faces the pipeline follows (PipelineConfig.max_faces; default the live
+    path's own)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if max_faces < 1:
+        raise ValueError(f"max_faces must be at least 1, got {max_faces}")
     return RecordingSettings(engine=engine, tracker=tracker, spotter=dict(spotter or {}), motion=dict(motion or {}),
-                             causal=mode == "causal")
+                             causal=mode == "causal", max_faces=int(max_faces))
 
 
 def _engine_id(recognizer, engine: str | None) -> str | None:
@@ -109,21 +133,54 @@ def _video_run(folder: Path, res: dict) -> VideoRun:
     (the spotting regions' columns of the signal: realtime.stages.motion.SPOT_REGIONS)."""
     events = read_events(folder / "events.jsonl") if (folder / "events.jsonl").is_file() else []
     frames = int(res.get("frames") or 0)
-    regions: dict[str, list[float]] = {n: [] for n in SPOT_REGIONS}
-    signal = folder / "signal.csv"
-    if signal.is_file():
-        with open(signal, newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                for n in SPOT_REGIONS:
-                    v = row.get(n)
-                    regions[n].append(float(v) if v not in (None, "") else math.nan)
-    for n in SPOT_REGIONS:
-        if len(regions[n]) < frames:
-            regions[n] += [math.nan] * (frames - len(regions[n]))
-    dets = [Interval(e.onset_frame, e.offset_frame, e.apex_frame, e.kind, e.label) for e in events]
+    regions, by_face = _read_signal(folder / "signal.csv", frames)
+    dets = [Interval(e.onset_frame, e.offset_frame, e.apex_frame, e.kind, e.label,
+                     None if e.face_box is None else tuple(e.face_box)) for e in events]
     return VideoRun(dets, [e.to_dict() for e in events], frames, float(res.get("face_share") or 0.0),
                     float(res.get("fps") or 0.0), float(res.get("wall_s") or 0.0), res.get("end_reason"), regions,
-                    dict(res.get("faults") or {}), dict(res.get("rejected") or {}))
+                    dict(res.get("faults") or {}), dict(res.get("rejected") or {}), by_face)
+
+
+def _read_signal(path: Path, frames: int) -> tuple[dict[str, list[float]], dict[int, dict[str, list[float]]]]:
+    """The spotting regions of a signal.csv: (per frame, per face_id and frame). One row per
+    frame (one face): read in order, as always. Several rows per frame (several faces
+    followed): the first row of each frame (realtime.stages.results.FrameResult's first face)
+    is the per-frame series. Frames without a value are nan."""
+    rows = []
+    if path.is_file():
+        with open(path, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                vals = {n: float(v) if (v := row.get(n)) not in (None, "") else math.nan for n in SPOT_REGIONS}
+                frame, fid = row.get("frame"), row.get("face_id")
+                rows.append((int(frame) if frame not in (None, "") else None,
+                             int(fid) if fid not in (None, "") else None, vals))
+    indices = [f for f, _, _ in rows if f is not None]
+    several = len(indices) != len(set(indices))
+    n = max([frames] + [f + 1 for f in indices])
+    regions: dict[str, list[float]] = {r: [] for r in SPOT_REGIONS}
+    if several:
+        regions = {r: [math.nan] * n for r in SPOT_REGIONS}
+        first = set()
+        for f, _, vals in rows:
+            if f is not None and f not in first:
+                first.add(f)
+                for r in SPOT_REGIONS:
+                    regions[r][f] = vals[r]
+    else:
+        for _, _, vals in rows:
+            for r in SPOT_REGIONS:
+                regions[r].append(vals[r])
+        for r in SPOT_REGIONS:
+            if len(regions[r]) < frames:
+                regions[r] += [math.nan] * (frames - len(regions[r]))
+    by_face: dict[int, dict[str, list[float]]] = {}
+    for f, fid, vals in rows:
+        if f is None or fid is None:
+            continue
+        series = by_face.setdefault(fid, {r: [math.nan] * n for r in SPOT_REGIONS})
+        for r in SPOT_REGIONS:
+            series[r][f] = vals[r]
+    return regions, by_face
 
 
 def spot_video(path: Path, fps: float | None, recognizer=None, tracker: str = "fast",
@@ -147,7 +204,7 @@ def relabel_truth(truth: list[Interval], fps: float, rule: str) -> list[Interval
         if t.kind in ("micro", "macro"):
             apex = t.apex if t.apex is not None else t.onset
             kind = expression_kind(t.onset / fps, apex / fps, t.offset / fps, rule)
-            t = Interval(t.onset, t.offset, t.apex, kind, t.label)
+            t = dataclasses.replace(t, kind=kind)
         out.append(t)
     return out
 
@@ -155,7 +212,7 @@ def relabel_truth(truth: list[Interval], fps: float, rule: str) -> list[Interval
 def evaluate_cases(cases: list[VideoCase], *, fps: float | None = None, recognizer=None, tracker: str = "fast",
                    iou: float = 0.5, spotter: dict | None = None, motion: dict | None = None,
                    progress: bool = True, log=print, mode: str = "recording", engine: str | None = None,
-                   jobs: int = 1, work: str | Path | None = None) -> dict:
+                   jobs: int = 1, work: str | Path | None = None, max_faces: int = MAX_FACES) -> dict:
     """Run and score every case; returns the JSON-ready report (per video and pooled, and
     the recall of true micro-expressions by amplitude band). The generator's ground truth
     is judged micro or macro under the spotter's rule (``spotter["rule"]``, default megc).
@@ -164,16 +221,22 @@ def evaluate_cases(cases: list[VideoCase], *, fps: float | None = None, recogniz
     realtime.batch`` runs a study): ``jobs`` worker processes (1: in this process, with
     ``recognizer``), ``work`` its output folder (each video's event log, signal and
     result; a later evaluation there reuses unchanged runs). ``engine``: the recogniser's
-    spec (needed with ``jobs`` > 1, where each worker loads it)."""
+    spec (needed with ``jobs`` > 1, where each worker loads it). ``max_faces``: faces the
+    pipeline follows. A ground truth with ``face_box`` is scored per face (module docstring)."""
     rule = (spotter or {}).get("rule", SpotterConfig.rule)
     pooled: dict[str, list[SpotScore]] = {k: [] for k in SCORE_KINDS}
+    by_face: dict[str, list[SpotScore]] = {k: [] for k in SCORE_KINDS}
+    n_faces, unassigned = 0, {"micro": 0, "macro": 0}
     videos = []
     spec = engine if engine is not None else ("preloaded" if recognizer is not None else "none")
-    settings = recording_settings(tracker, spotter, motion, mode, spec)
+    settings = recording_settings(tracker, spotter, motion, mode, spec, max_faces)
     runs = run_videos([(case.name, case.path, fps or case.fps) for case in cases], settings, work,
                       recognizer=recognizer, jobs=jobs, progress=progress)
     for case, run in zip(cases, runs):
         truth = relabel_truth(case.truth, run.fps, rule) if case.layout == "synth" else case.truth
+        true_faces = len({f.index for f in group_faces(truth) if f.box is not None}) if has_face_boxes(truth) else 0
+        if log and true_faces > max_faces:
+            log(f"note: {case.name} holds {true_faces} faces but the pipeline follows {max_faces} (--max-faces)")
         kinds = sorted({t.kind for t in truth if t.kind})
         entry = {"video": case.name, "layout": case.layout, "fps": run.fps, "frames": run.frames,
                  "face_share": round(run.face_share, 4), "wall_s": round(run.wall_s, 2),
@@ -182,21 +245,86 @@ def evaluate_cases(cases: list[VideoCase], *, fps: float | None = None, recogniz
                  "truth": {k: sum(t.kind == k for t in truth) for k in ["micro", "macro"] + kinds},
                  "detected": {k: sum(d.kind == k for d in run.detections) for k in ("micro", "macro")},
                  "scores": {}, "events": run.events}
-        for k in SCORE_KINDS:
-            s = score_intervals(run.detections, truth, run.fps, k, iou)
-            pooled[k].append(s)
-            entry["scores"][k] = s.summary()
-        micro_truth = [t for t in truth if t.kind == "micro"]
-        hit = set(j for _, j, _ in match_intervals([d for d in run.detections if d.kind == "micro"],
-                                                   micro_truth, iou).pairs)
-        ratios = measure_ratios(run.regions, micro_truth, run.fps)
-        entry["micro_truth_ratios"] = [(None if r is None else round(r, 2), j in hit) for j, r in enumerate(ratios)]
+        if has_face_boxes(truth):
+            fs = score_by_face(run.detections, truth, run.fps, iou)
+            entry["scores_ignoring_faces"] = {k: score_intervals(run.detections, truth, run.fps, k, iou).summary()
+                                              for k in SCORE_KINDS}
+            entry["faces"] = face_entries(fs, truth, run.events)
+            entry["unassigned"] = {"micro": fs.unassigned_fp("micro"), "macro": fs.unassigned_fp("macro"),
+                                   "events": [_brief(run.events[i]) for i in fs.unassigned]}
+            entry["micro_truth_ratios"] = _face_ratios(fs, truth, run, iou)
+            n_faces += sum(f.face.box is not None for f in fs.faces)
+            for k in SCORE_KINDS:
+                s = fs.pooled(k)
+                pooled[k].append(s)
+                by_face[k].append(s)
+                entry["scores"][k] = s.summary()
+            for k in unassigned:
+                unassigned[k] += entry["unassigned"][k]
+        else:
+            for k in SCORE_KINDS:
+                s = score_intervals(run.detections, truth, run.fps, k, iou)
+                pooled[k].append(s)
+                entry["scores"][k] = s.summary()
+            micro_truth = [t for t in truth if t.kind == "micro"]
+            hit = set(j for _, j, _ in match_intervals([d for d in run.detections if d.kind == "micro"],
+                                                       micro_truth, iou).pairs)
+            ratios = measure_ratios(run.regions, micro_truth, run.fps)
+            entry["micro_truth_ratios"] = [(None if r is None else round(r, 2), j in hit)
+                                           for j, r in enumerate(ratios)]
         videos.append(entry)
         if log:
             log(score_line(case.name, entry["scores"]))
-    return {"iou_threshold": iou, "mode": mode, "rule": rule, "videos": videos,
-            "pooled": {k: pool(v).summary() for k, v in pooled.items()},
-            "sensitivity": sensitivity(videos)}
+            for f in entry.get("faces", []):
+                log(score_line(f"  face {f['face']} {f['box']} ids {f['face_ids']}", f["scores"]))
+            if entry.get("unassigned", {}).get("events"):
+                log(f"  on no true face (false positives): {len(entry['unassigned']['events'])} event(s)")
+    report = {"iou_threshold": iou, "mode": mode, "rule": rule, "videos": videos,
+              "pooled": {k: pool(v).summary() for k, v in pooled.items()},
+              "sensitivity": sensitivity(videos)}
+    multi = [v for v in videos if "faces" in v]
+    if multi:     # only then: reports of one-face sets stay as they were
+        report["faces"] = {"videos": len(multi), "faces": n_faces, "unassigned": unassigned,
+                           "pooled": {k: pool(v).summary() for k, v in by_face.items()}}
+    return report
+
+
+def face_entries(fs: FaceScoring, truth: list[Interval], events: list[dict]) -> list[dict]:
+    """Each true face of a per-face scoring, JSON-ready: its box, true and detected counts,
+    the tracker's ids of the events on it (``events``: the run's, in detection order) and
+    its scores."""
+    out = []
+    for f in fs.faces:
+        members = [truth[j] for j in f.face.members]
+        kinds = sorted({t.kind for t in members if t.kind})
+        dets = [fs.detected[i] for i in f.detections]
+        ids = sorted({events[i].get("face_id") for i in f.detections} - {None})
+        out.append({"face": f.face.index, "box": None if f.face.box is None else list(f.face.box),
+                    "truth": {k: sum(t.kind == k for t in members) for k in ["micro", "macro"] + kinds},
+                    "detected": {k: sum(d.kind == k for d in dets) for k in ("micro", "macro")},
+                    "face_ids": ids, "scores": {k: s.summary() for k, s in f.scores.items()}})
+    return out
+
+
+def _brief(event: dict) -> dict:
+    return {k: event.get(k) for k in ("onset_frame", "apex_frame", "offset_frame", "kind", "label", "face_id",
+                                      "face_box")}
+
+
+def _face_ratios(fs: FaceScoring, truth: list[Interval], run: VideoRun, iou: float) -> list:
+    """micro_truth_ratios of a per-face scoring: each true face's micro-expressions, their
+    amplitude measured on the signal of the tracked face most of its events came from (None
+    when no event was on it) and whether they were hit."""
+    out = []
+    for f in fs.faces:
+        micro_truth = [truth[j] for j in f.face.members if truth[j].kind == "micro"]
+        dets = [fs.detected[i] for i in f.detections if fs.detected[i].kind == "micro"]
+        hit = set(j for _, j, _ in match_intervals(dets, micro_truth, iou).pairs)
+        ids = Counter(run.events[i].get("face_id") for i in f.detections if run.events[i].get("face_id") is not None)
+        regions = run.regions_by_face.get(ids.most_common(1)[0][0]) if ids else None
+        ratios = measure_ratios(regions, micro_truth, run.fps) if regions else [None] * len(micro_truth)
+        out += [(None if r is None else round(r, 2), j in hit) for j, r in enumerate(ratios)]
+    return out
 
 
 def parse_overrides(items: Sequence[str]) -> dict:

@@ -17,13 +17,22 @@ ground truth are distractors: never targets. Beyond MEGC we report the apex erro
 each hit (ms; detected apex - true apex) and, when detections carry labels, the label
 accuracy over hits. ``compare_to_truth`` tells the same matching event by event for one
 run (each true event hit or missed, the false alarms): the end of run_live.py's summary.
+
+Several faces (a ground truth with ``face_box``: the generator's multi-face clips): each
+detection is first given to the true face its box overlaps most (realtime.evaluate.faces),
+then every true face is scored on its own detections exactly as above (``score_by_face``;
+``compare_to_truth`` does the same). Detections on no true face (no box, or far from every
+face) are false positives of no face ("unassigned"). Pooled over faces = the faces' counts
+summed plus the unassigned false positives. Without ``face_box`` nothing changes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
+from realtime.evaluate.faces import TrueFace, assign_faces, group_faces, has_face_boxes
 
 TARGET_KINDS = ("micro", "macro")
 SCORE_KINDS = ("micro", "macro", "all")
@@ -32,13 +41,15 @@ APEX_TOLERANCE_MS = 10.0
 
 @dataclass(frozen=True)
 class Interval:
-    """One expression interval in frames (inclusive)."""
+    """One expression interval in frames (inclusive); ``face_box``: [x, y, width, height]
+    of its face at the apex, where known (several faces: realtime.evaluate.faces)."""
 
     onset: int
     offset: int
     apex: int | None = None
     kind: str | None = None
     label: str | None = None
+    face_box: tuple[int, int, int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.offset < self.onset:
@@ -47,7 +58,8 @@ class Interval:
 
 def as_interval(obj: Any) -> Interval:
     """Interval from an Interval, a GroundTruth / Event / SpotUpdate (attributes
-    onset_frame, apex_frame, offset_frame, kind, label) or a dict with those keys."""
+    onset_frame, apex_frame, offset_frame, kind, label, optionally face_box) or a dict with
+    those keys."""
     if isinstance(obj, Interval):
         return obj
     get = obj.get if isinstance(obj, dict) else (lambda k, d=None: getattr(obj, k, d))
@@ -55,7 +67,9 @@ def as_interval(obj: Any) -> Interval:
     if onset is None or offset is None:
         raise ValueError(f"need onset_frame and offset_frame to score an interval, got {obj!r}")
     apex = get("apex_frame")
-    return Interval(int(onset), int(offset), None if apex is None else int(apex), get("kind"), get("label"))
+    box = get("face_box")
+    return Interval(int(onset), int(offset), None if apex is None else int(apex), get("kind"), get("label"),
+                    None if box is None else tuple(int(v) for v in box))
 
 
 def interval_iou(a: tuple[int, int], b: tuple[int, int]) -> float:
@@ -183,6 +197,65 @@ def pool(scores: Iterable[SpotScore]) -> SpotScore:
 
 
 # ----------------------------------------------------------------------------------------
+# Several faces: each true face scored on the detections on its face
+
+def _targets(intervals: Iterable[Interval], kind: str = "all") -> int:
+    """How many of ``intervals`` count for ``kind`` (all = micro and macro)."""
+    kinds = TARGET_KINDS if kind == "all" else (kind,)
+    return sum(d.kind in kinds for d in intervals)
+
+
+@dataclass
+class FaceScore:
+    """One true face: the indices of the detections on it and its SpotScore per kind."""
+
+    face: TrueFace
+    detections: list[int]
+    scores: dict[str, SpotScore]
+
+
+@dataclass
+class FaceScoring:
+    """A run scored per true face (``score_by_face``); ``unassigned``: the detections on no
+    true face, false positives of the pooled score."""
+
+    faces: list[FaceScore]
+    unassigned: list[int]
+    detected: list[Interval]
+
+    def unassigned_fp(self, kind: str) -> int:
+        return _targets((self.detected[i] for i in self.unassigned), kind)
+
+    def pooled(self, kind: str) -> SpotScore:
+        """Pooled over faces: the faces' scores summed, plus the unassigned false positives."""
+        return pool(f.scores[kind] for f in self.faces) + SpotScore(fp=self.unassigned_fp(kind))
+
+
+def split_by_face(detected: Sequence[Interval], truth: Sequence[Interval]
+                  ) -> tuple[list[TrueFace], list[list[int]], list[int]]:
+    """(true faces, the detection indices on each, the detection indices on none):
+    realtime.evaluate.faces' grouping and assignment."""
+    faces = group_faces(truth)
+    owner = assign_faces(detected, truth, faces)
+    return (faces, [[i for i, o in enumerate(owner) if o == f.index] for f in faces],
+            [i for i, o in enumerate(owner) if o is None])
+
+
+def score_by_face(detected: Iterable[Any], truth: Iterable[Any], fps: float,
+                  iou_threshold: float = 0.5) -> FaceScoring:
+    """Score a run whose ground truth has ``face_box``: each true face on the detections
+    on it (score_intervals, every kind), the rest unassigned (see the module docstring)."""
+    det = [as_interval(d) for d in detected]
+    tru = [as_interval(t) for t in truth]
+    faces, on_face, unassigned = split_by_face(det, tru)
+    scored = []
+    for f, idx in zip(faces, on_face):
+        d, t = [det[i] for i in idx], [tru[j] for j in f.members]
+        scored.append(FaceScore(f, idx, {k: score_intervals(d, t, fps, k, iou_threshold) for k in SCORE_KINDS}))
+    return FaceScoring(scored, unassigned, det)
+
+
+# ----------------------------------------------------------------------------------------
 # One run against its ground truth, event by event (the end of run_live.py's summary)
 
 @dataclass
@@ -195,6 +268,7 @@ class TruthOutcome:
     iou: float | None = None           # IoU with that detection; for a miss, the best overlap of any detection
     apex_error_ms: float | None = None  # detected apex - true apex (hits with both apexes)
     note: str = ""                     # why a miss is a miss, in words
+    face: int | None = None            # several faces: the true face (TrueFace.index) it is on
 
     @property
     def label_right(self) -> bool | None:
@@ -213,17 +287,26 @@ class TruthComparison:
     outcomes: list[TruthOutcome]       # one per true event, in time order (blinks included)
     false_alarms: list[Interval]       # detections that match no true micro/macro event
     score: SpotScore                   # micro and macro together (score_intervals, kind "all")
+    faces: list[tuple[TrueFace, SpotScore]] | None = None   # several faces: each one's score
+    unassigned: list[Interval] = field(default_factory=list)  # several faces: detections on none
 
     def to_dict(self) -> dict:
         def iv(i: Interval | None) -> dict | None:
             return None if i is None else {"onset_frame": i.onset, "apex_frame": i.apex, "offset_frame": i.offset,
                                            "kind": i.kind, "label": i.label}
-        return {"fps": self.fps, "iou_threshold": self.iou_threshold,
-                "truths": [{"truth": iv(o.truth), "status": o.status, "detection": iv(o.detection),
-                            "iou": _round(o.iou), "apex_error_ms": _round(o.apex_error_ms, 1),
-                            "label_right": o.label_right, "note": o.note} for o in self.outcomes],
-                "false_alarms": [iv(d) for d in self.false_alarms],
-                "score": self.score.summary()}
+        out = {"fps": self.fps, "iou_threshold": self.iou_threshold,
+               "truths": [{"truth": iv(o.truth), "status": o.status, "detection": iv(o.detection),
+                           "iou": _round(o.iou), "apex_error_ms": _round(o.apex_error_ms, 1),
+                           "label_right": o.label_right, "note": o.note} for o in self.outcomes],
+               "false_alarms": [iv(d) for d in self.false_alarms],
+               "score": self.score.summary()}
+        if self.faces is not None:          # several faces only: single-face reports stay as they were
+            for row, o in zip(out["truths"], self.outcomes):
+                row["face"] = o.face
+            out["faces"] = [{"face": f.index, "box": None if f.box is None else list(f.box), "score": sc.summary()}
+                            for f, sc in self.faces]
+            out["unassigned"] = [iv(d) for d in self.unassigned]
+        return out
 
     def _t(self, frame: int | None) -> str:
         return "?" if frame is None else f"{frame / self.fps:.2f}"
@@ -234,6 +317,8 @@ class TruthComparison:
         for o in self.outcomes:
             t = o.truth
             head = f"{t.kind or '?':5s} {t.label or '-':9s} {self._t(t.onset)}-{self._t(t.apex)}-{self._t(t.offset)} s:"
+            if o.face is not None:
+                head = f"face {o.face} {head}"
             if o.status == "hit":
                 d = o.detection
                 lab = ("no label (spotting only)" if d.label is None else
@@ -257,6 +342,12 @@ class TruthComparison:
                          + (f"; and {more} more" if more > 0 else ""))
         else:
             lines.append("false alarms: none")
+        for f, sc in self.faces or []:
+            f1 = "-" if sc.f1 is None else f"{sc.f1:.2f}"
+            lines.append(f"face {f.index} at {list(f.box) if f.box else 'no box'}: spotted {sc.tp} of {sc.tp + sc.fn}, "
+                         f"{sc.fp} false alarm{'' if sc.fp == 1 else 's'}, F1 {f1}")
+        if self.faces is not None:
+            lines.append(f"on no true face (unassigned, false alarms): {len(self.unassigned)}")
         s = self.score
         f1 = "-" if s.f1 is None else f"{s.f1:.2f}"
         labels = (f"; labels right on {sum(s.label_hits)} of {len(s.label_hits)} labelled hits"
@@ -273,11 +364,36 @@ def compare_to_truth(detected: Iterable[Any], truth: Iterable[Any], fps: float, 
     Matching is score_intervals' (same kind, IoU >= ``iou_threshold``, one-to-one): every
     true micro/macro event is a hit or a miss, every unmatched detection a false alarm;
     blinks are distractors, reported or not. ``until_frame``: true events that end at or
-    after it (a run stopped early, e.g. --max-frames) are listed but not scored."""
+    after it (a run stopped early, e.g. --max-frames) are listed but not scored.
+
+    A ground truth with ``face_box`` (several faces) is compared face by face: each true
+    face with the detections on it (split_by_face), the outcomes merged in time order with
+    ``TruthOutcome.face`` set; detections on no true face are false alarms (``unassigned``)."""
     if not fps or fps <= 0:
         raise ValueError(f"fps must be positive to turn frames into times, got {fps!r}")
     det = [as_interval(d) for d in detected]
-    tru = sorted((as_interval(t) for t in truth), key=lambda t: (t.onset, t.offset))
+    tru = [as_interval(t) for t in truth]
+    if not has_face_boxes(tru):
+        return _compare(det, tru, fps, iou_threshold, until_frame)
+    faces, on_face, unassigned = split_by_face(det, tru)
+    outcomes: list[TruthOutcome] = []
+    lost = [det[i] for i in unassigned]
+    false_alarms, score, per_face = list(lost), SpotScore(fp=_targets(lost)), []
+    for f, idx in zip(faces, on_face):
+        c = _compare([det[i] for i in idx], [tru[j] for j in f.members], fps, iou_threshold, until_frame)
+        outcomes += [replace(o, face=f.index) for o in c.outcomes]
+        false_alarms += c.false_alarms
+        score = score + c.score
+        per_face.append((f, c.score))
+    outcomes.sort(key=lambda o: (o.truth.onset, o.truth.offset, o.face))
+    false_alarms.sort(key=lambda d: (d.onset, d.offset))
+    return TruthComparison(float(fps), iou_threshold, outcomes, false_alarms, score, per_face, lost)
+
+
+def _compare(det: list[Interval], truth: list[Interval], fps: float, iou_threshold: float,
+             until_frame: int | None) -> TruthComparison:
+    """compare_to_truth for one face (or a ground truth without faces)."""
+    tru = sorted(truth, key=lambda t: (t.onset, t.offset))
     scored = {j for j, t in enumerate(tru) if until_frame is None or t.offset < until_frame}
     outcome: dict[int, TruthOutcome] = {}
     used: set[int] = set()

@@ -10,6 +10,8 @@ import argparse
 
 from core import assets
 from core.face import TRACKER_KINDS
+from realtime.stages.multitrack import MAX_FACES
+from realtime.stages.tracker import LANDMARKS_HZ
 
 EXAMPLES = """\
 examples:
@@ -84,9 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--tracker", choices=TRACKER_KINDS, default="fast",
                        help="face tracker: fast (BlazeFace + dlib 68 points, default), dlib (the paper's HOG "
                             "detector), mediapipe (BlazeFace + face mesh)")
-    model.add_argument("--landmarks-hz", type=float, default=100.0, metavar="HZ",
-                       help="68-point landmarks at most this many times per second of source time (default "
-                            "100: every other frame at 200 fps); 0 = every frame")
+    model.add_argument("--max-faces", type=int, default=MAX_FACES, metavar="N",
+                       help=f"follow every face in the frame, up to N, each with its own spotter (default "
+                            f"{MAX_FACES}); 1 = one subject, the largest face")
+    model.add_argument("--landmarks-hz", type=float, default=LANDMARKS_HZ, metavar="HZ",
+                       help=f"68-point landmarks at most this many times per second of source time (default "
+                            f"{LANDMARKS_HZ:g}: every 4th frame at 200 fps); 0 = every frame")
     model.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
     model.add_argument("--causal", action="store_true",
                        help="analyse a recording as a camera would (no look-ahead): by default a file or image "

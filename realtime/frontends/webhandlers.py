@@ -177,7 +177,7 @@ class WebApp:
     def new_pipeline(self, fps: float, source_name: str) -> Pipeline:
         """A Pipeline on the shared recogniser (its own tracker, spotter and worker)."""
         cfg = self.config
-        pc = PipelineConfig(fps=fps, tracker=cfg.tracker, engine=cfg.engine if self.recognizer is not None else "none",
+        pc = PipelineConfig(fps=fps, tracker=cfg.tracker, max_faces=cfg.max_faces, engine=cfg.engine if self.recognizer is not None else "none",
                             device=cfg.device, draw=True, draw_fps=None, calibration_s=cfg.calibration_s)
         return Pipeline(pc, self.recognizer, source_name=source_name)
 

@@ -28,12 +28,13 @@ import numpy as np
 import pandas as pd
 
 from core.events import Event
+from realtime.stages.multitrack import MAX_FACES
 from realtime.stages.pipeline import Pipeline
 from realtime.stages.sources import Frame
 
 log = logging.getLogger("realtime.frontends.webapp")
 
-EVENT_COLUMNS = ("apex_t", "kind", "label", "confidence", "onset_frame", "apex_frame", "offset_frame",
+EVENT_COLUMNS = ("face", "apex_t", "kind", "label", "confidence", "onset_frame", "apex_frame", "offset_frame",
                  "decision_ms", "status")
 
 
@@ -52,6 +53,7 @@ class WebConfig:
     engine: str = "auto"                 # "auto" (demo weights) | checkpoint/engine path | "none"
     device: str = "auto"
     tracker: str = "fast"
+    max_faces: int = MAX_FACES           # faces followed at once in each stream
     calibration_s: float | None = None   # the spotter's warm start at the start of a stream (None: its default)
     # live tab (REALTIME.md "Browser demo facts")
     stream_every: float = 0.05           # s between webcam frames sent (Gradio's default 0.5 is 2 fps)
@@ -87,7 +89,8 @@ class WebConfig:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "WebConfig":
         return cls(engine=getattr(args, "engine", "auto"), device=getattr(args, "device", "auto"),
-                   tracker=getattr(args, "tracker", "fast"), calibration_s=getattr(args, "calibration", None))
+                   tracker=getattr(args, "tracker", "fast"), max_faces=getattr(args, "max_faces", MAX_FACES),
+                   calibration_s=getattr(args, "calibration", None))
 
 
 # ---------------------------------------------------------------------------------------
@@ -97,7 +100,7 @@ class WebConfig:
 def event_row(e: Event, status: str) -> dict:
     """One row of the events table (EVENT_COLUMNS)."""
     conf = e.probs.get(e.label) if e.label else None
-    return {"apex_t": round(e.apex_t, 3), "kind": e.kind, "label": e.label or "",
+    return {"face": "" if e.face_id is None else f"#{e.face_id}", "apex_t": round(e.apex_t, 3), "kind": e.kind, "label": e.label or "",
             "confidence": None if conf is None else round(float(conf), 3),
             "onset_frame": e.onset_frame, "apex_frame": e.apex_frame, "offset_frame": e.offset_frame,
             "decision_ms": round(e.latency_ms.get("decision", float("nan")), 1), "status": status}
@@ -162,7 +165,8 @@ class LiveStream:
         self.frames_with_face = 0
         self.busy_dropped = 0
         self.events_final = 0
-        self.rows: dict[tuple[int, int], dict] = {}
+        self.events_by_face: dict[str, int] = {}   # "#id" -> final events
+        self.rows: dict[tuple[int, int, int], dict] = {}   # (stream, onset frame, face id) -> row
         self.rows_version = 0
         self.last_message: str | None = None
         self.closed = False
@@ -240,7 +244,10 @@ class LiveStream:
             for e in r.new_events:
                 final = e.finalised_t is not None
                 self.events_final += int(final)
-                self.rows[(self.stream_no, e.onset_frame)] = event_row(e, "final" if final else "provisional")
+                if final:
+                    face = "" if e.face_id is None else f"#{e.face_id}"
+                    self.events_by_face[face] = self.events_by_face.get(face, 0) + 1
+                self.rows[(self.stream_no, e.onset_frame, -1 if e.face_id is None else e.face_id)] = event_row(e, "final" if final else "provisional")
                 self.rows_version += 1
             while len(self.rows) > self.app.config.table_rows:
                 self.rows.pop(next(iter(self.rows)))
@@ -277,6 +284,7 @@ class LiveStream:
         handler = sorted(self.handler_ms)
         return {"fps": round(self.achieved_fps(), 2), "frames": self.frames,
                 "frames_with_face": self.frames_with_face, "events": self.events_final,
+                "events_by_face": dict(sorted(self.events_by_face.items())),
                 "dropped_busy": self.busy_dropped, "stream": self.stream_no, "calibrating": calibrating,
                 "message": self.last_message,
                 "server_ms_p50": round(handler[len(handler) // 2], 1) if handler else None,
@@ -288,7 +296,10 @@ class LiveStream:
             return "Start the webcam: the first second calibrates on a neutral face."
         status = "calibrating: keep a neutral face" if s["calibrating"] else (s["message"] or "tracking")
         head = (f"**{s['fps']:.1f} fps** processed · frames {s['frames']} (face in {s['frames_with_face']}) · "
-                f"events {s['events']} · {status} · server time per frame p50 {s['server_ms_p50']} ms")
+                f"events {s['events']}"
+                + (" (" + ", ".join(f"{k}: {v}" for k, v in s["events_by_face"].items()) + ")"
+                   if len(s["events_by_face"]) > 1 else "")
+                + f" · {status} · server time per frame p50 {s['server_ms_p50']} ms")
         if not s["stages"]:
             return head
         names = [n for n in ("decode", "detect", "landmarks", "align", "motion", "spot", "infer", "draw",

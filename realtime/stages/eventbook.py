@@ -14,7 +14,10 @@ record (REALTIME.md, "Flow", steps 4-5):
   (``wait``, ``compute``, ``decision``, ``final``; see ``realtime.stages.pipeline``) are
   kept in bounded reservoirs, and the final events themselves up to ``keep_events``.
 
-The pipeline owns the book and feeds it; faults go through the pipeline's counter.
+One book serves every face of a stream: open events are keyed by (face_id, onset frame),
+each cut from its own face's buffer, so that one worker (and one batched engine call)
+serves all faces. The pipeline owns the book and feeds it; faults go through the
+pipeline's counter.
 """
 from __future__ import annotations
 
@@ -43,6 +46,8 @@ class _Open:
     face_id: int | None
     decided_t: float                 # source time of the frame that confirmed the apex
     decided_captured_at: float       # perf_counter when that frame was captured
+    buffer: FrameBuffer | None = None   # the face's rolling buffer the pair is cut from
+    face_box: list[int] | None = None   # [x, y, w, h] of the face at the apex (source pixels)
     kind: str | None = None
     offset_frame: int | None = None
     offset_t: float | None = None
@@ -57,43 +62,44 @@ class _Open:
 class EventBook:
     """Open events, their labels and the final events of one stream (see the module docstring).
 
-    EventBook(source_name, fps, buffer, worker, fault, keep_events=10_000)
+    EventBook(source_name, fps, worker, fault, keep_events=10_000)
 
-    buffer: the pipeline's ``FrameBuffer`` (pairs are cut from it); worker: the
-    ``RecognitionWorker``, or None for spotting only (events carry no label); fault:
-    ``fault(kind, message, count=1)``, the pipeline's fault counter."""
+    worker: the ``RecognitionWorker``, or None for spotting only (events carry no label);
+    fault: ``fault(kind, message, count=1)``, the pipeline's fault counter. Each update
+    names its face's ``FrameBuffer`` (pairs are cut from it)."""
 
-    def __init__(self, source_name: str, fps: float, buffer: FrameBuffer, worker: RecognitionWorker | None,
+    def __init__(self, source_name: str, fps: float, worker: RecognitionWorker | None,
                  fault: Callable[..., None], keep_events: int = 10_000) -> None:
         self.source_name = source_name
         self.fps = fps
-        self.buffer = buffer
         self.worker = worker
         self._fault = fault
         # final events, in order: the latest keep_events of them (memory stays flat over hours);
         # the counts below cover every one
         self.events: deque[Event] = deque(maxlen=keep_events)
         self.counts = {"events": 0, "micro": 0, "macro": 0, "unlabelled": 0}
-        self.open: dict[int, _Open] = {}   # onset_frame -> open event
+        self.open: dict[tuple, _Open] = {}   # (face_id, onset_frame) -> open event
         self.last_event: Event | None = None
+        self.last_by_face: dict[int | None, Event] = {}
+        self.by_face: dict[int | None, dict[str, int]] = {}   # face_id -> final events, micro, macro
         self._decision_ms = StageStats()     # latencies of the final events (bounded reservoirs)
         self._wait_ms = StageStats()
         self._compute_ms = StageStats()
         self._final_ms = StageStats()
 
     # -- spotter updates -------------------------------------------------------------------
-    def on_update(self, u, captured_at: float, *, face_id: int | None, rule: str) -> None:
-        """A SpotUpdate: "apex" opens an event and submits its pair, "final" closes it.
-        ``face_id``: the subject tracked now; ``rule``: the micro/macro rule of the spotter."""
-        key = int(u.onset_frame)
+    def on_update(self, u, captured_at: float, *, face_id: int | None, rule: str, buffer: FrameBuffer) -> None:
+        """A SpotUpdate of face ``face_id``: "apex" opens an event and submits its pair (cut
+        from that face's ``buffer``), "final" closes it. ``rule``: the spotter's micro/macro rule."""
+        key = (face_id, int(u.onset_frame))
         ev = self.open.get(key)
         if u.stage == "rejected":          # announced, then judged not an expression: withdrawn
             self.open.pop(key, None)
             return
         if ev is None:
-            ev = _Open(onset_frame=key, apex_frame=int(u.apex_frame), onset_t=float(u.onset_t),
+            ev = _Open(onset_frame=key[1], apex_frame=int(u.apex_frame), onset_t=float(u.onset_t),
                        apex_t=float(u.apex_t), peak_motion=float(u.peak_motion), face_id=face_id,
-                       decided_t=float(u.decided_t), decided_captured_at=captured_at)
+                       decided_t=float(u.decided_t), decided_captured_at=captured_at, buffer=buffer)
             self.open[key] = ev
             self._submit(ev)
         elif int(u.apex_frame) != ev.apex_frame:
@@ -114,11 +120,14 @@ class EventBook:
             if ev.kind not in ("micro", "macro"):
                 ev.kind = expression_kind(ev.onset_t, ev.apex_t, ev.offset_t, rule, self.fps)
 
-    def abort(self, why: str) -> None:
-        """Drop the open events (face lost, another subject, recalibration)."""
-        if self.open:
-            self._fault("event_aborted", f"{self.source_name}: open event aborted ({why})", count=len(self.open))
-            self.open.clear()
+    def abort(self, why: str, face_id: int | None = None, *, every_face: bool = False) -> None:
+        """Drop face ``face_id``'s open events (face lost, another subject), or every face's
+        (``every_face``: recalibration)."""
+        keys = [k for k in self.open if every_face or k[0] == face_id]
+        if keys:
+            self._fault("event_aborted", f"{self.source_name}: open event aborted ({why})", count=len(keys))
+            for k in keys:
+                del self.open[k]
 
     # -- recognition hand-off --------------------------------------------------------------
     def _submit(self, ev: _Open) -> None:
@@ -126,9 +135,11 @@ class EventBook:
             ev.awaiting_label = False
             ev.label_time = time.perf_counter()
 
+        onset, apex = ev.buffer.get(ev.onset_frame), ev.buffer.get(ev.apex_frame)
+        if apex is not None and apex.box is not None:
+            ev.face_box = list(apex.box)
         if self.worker is None:
             return no_label()
-        onset, apex = self.buffer.get(ev.onset_frame), self.buffer.get(ev.apex_frame)
         if onset is None or apex is None:
             self._fault("pair_outside_buffer", f"{self.source_name}: onset {ev.onset_frame} / apex {ev.apex_frame} "
                                                "no longer in the frame buffer; the event keeps no label")
@@ -137,17 +148,18 @@ class EventBook:
         a, b = align_pair(onset.region, apex.region, shift_transform(m, onset.offset),
                           apex_transform=shift_transform(m, apex.offset))
         ev.awaiting_label = True
-        if not self.worker.submit(RecognitionJob(key=(ev.onset_frame, ev.apex_frame), onset_rgb=a, apex_rgb=b)):
+        if not self.worker.submit(RecognitionJob(key=(ev.face_id, ev.onset_frame, ev.apex_frame), onset_rgb=a,
+                                                 apex_rgb=b)):
             self._fault("recognition_dropped", f"{self.source_name}: recognition queue full, a pair was dropped")
             no_label()
 
     def _on_result(self, r: RecognitionResult) -> float:
         """Attach a worker result to its event; returns the recogniser's compute time."""
-        onset, apex = r.key
+        face_id, onset, apex = r.key
         if r.error is not None:
             self._fault("recognition_error", f"{self.source_name}: recognition failed ({r.error}); "
                                              "the run continues, the event keeps no label")
-        ev = self.open.get(onset)
+        ev = self.open.get((face_id, onset))
         if ev is not None and ev.apex_frame == apex:   # else aborted, or superseded by a later apex
             ev.result = r if r.ok else None
             ev.awaiting_label = False
@@ -192,7 +204,8 @@ class EventBook:
                      probs={k: round(v, 6) for k, v in r.probs.items()} if r is not None else {},
                      peak_motion=round(ev.peak_motion, 6), decided_t=round(ev.decided_t + compute_ms / 1e3, 6),
                      finalised_t=None if finalised_t is None else round(finalised_t, 6),
-                     latency_ms={k: round(v, 3) for k, v in latency.items()}, face_id=ev.face_id)
+                     latency_ms={k: round(v, 3) for k, v in latency.items()}, face_id=ev.face_id,
+                     face_box=ev.face_box)
 
     def emit_ready(self) -> list[Event]:
         """Events whose state changed: provisional once labelled, final once labelled and closed."""
@@ -208,6 +221,9 @@ class EventBook:
                 self.counts["events"] += 1
                 self.counts[e.kind] = self.counts.get(e.kind, 0) + 1
                 self.counts["unlabelled"] += e.label is None
+                per = self.by_face.setdefault(e.face_id, {"events": 0, "micro": 0, "macro": 0})
+                per["events"] += 1
+                per[e.kind] = per.get(e.kind, 0) + 1
                 self._decision_ms.add(e.latency_ms["decision"])
                 self._wait_ms.add(e.latency_ms["wait"])
                 self._compute_ms.add(e.latency_ms["compute"])
@@ -219,6 +235,7 @@ class EventBook:
                 continue
             out.append(e)
             self.last_event = e
+            self.last_by_face[e.face_id] = e
         return out
 
     # -- end of stream ---------------------------------------------------------------------
@@ -241,12 +258,14 @@ class EventBook:
             self.open.clear()
 
     # -- reporting -------------------------------------------------------------------------
-    def intervals(self, now_t: float, recent: int = 8) -> list[tuple[float, float, str]]:
-        """(onset_t, offset_t, kind) of the latest ``recent`` final events and of the open
-        ones (kind "open", running to ``now_t`` until their offset is known): the overlay's
-        shaded spans."""
-        out = [(e.onset_t, e.offset_t, e.kind) for e in reversed(list(itertools.islice(reversed(self.events), recent)))]
-        out += [(o.onset_t, o.offset_t if o.offset_t is not None else now_t, "open") for o in self.open.values()]
+    def intervals(self, now_t: float, face_id: int | None = None, recent: int = 8) -> list[tuple[float, float, str]]:
+        """(onset_t, offset_t, kind) of face ``face_id``'s latest ``recent`` final events and of
+        its open ones (kind "open", running to ``now_t`` until their offset is known): the
+        overlay's shaded spans."""
+        mine = (e for e in reversed(self.events) if e.face_id == face_id)
+        out = [(e.onset_t, e.offset_t, e.kind) for e in reversed(list(itertools.islice(mine, recent)))]
+        out += [(o.onset_t, o.offset_t if o.offset_t is not None else now_t, "open")
+                for o in self.open.values() if o.face_id == face_id]
         return out
 
     def latency_summary(self) -> tuple[dict[str, float], dict[str, float]]:

@@ -58,6 +58,7 @@ class BufferedFrame:
     region: np.ndarray        # (h, w, 3) BGR copy of the face region
     offset: tuple[int, int]   # (x0, y0) of the region in the frame
     transform: np.ndarray     # 2x3 raw alignment transform of this frame (image -> crop)
+    box: tuple[int, int, int, int] | None = None   # the face box (x, y, w, h), source pixels
 
 
 class FrameBuffer:

@@ -1,6 +1,7 @@
 """The overlay drawn on each displayed/recorded frame (REALTIME.md, "sinks").
 
-It shows what a person watching needs: the face box and which face is tracked, the
+It shows what a person watching needs: the face box and which face is tracked (several
+faces: each one's box, id, motion bar and latest label), the
 spotter's score of the last few seconds (motion in multiples of the calm level) against its threshold (with the spotted
 intervals shaded), the latest event's label, confidence and decision latency, the
 achieved frame rate, and plain messages for "no face" / "2 faces: tracking #1" /
@@ -34,6 +35,20 @@ CLASS_COLOURS = {"negative": (70, 70, 235), "positive": (90, 210, 90), "surprise
 
 
 @dataclass
+class FaceMark:
+    """One of several followed faces (``OverlayView.faces``): box, id, motion and latest label."""
+
+    face_id: int | None
+    box: object
+    landmarks: np.ndarray | None = None
+    in_event: bool = False
+    score: float | None = None                # the face's spotter score (multiples of its calm level)
+    threshold: float | None = None
+    last_event: Event | None = None
+    last_event_final: bool = True
+
+
+@dataclass
 class OverlayView:
     """Everything the overlay draws for one frame (built by the pipeline)."""
 
@@ -56,6 +71,7 @@ class OverlayView:
     fps: float | None = None                  # achieved processing rate
     source_fps: float | None = None
     engine: str | None = None
+    faces: list[FaceMark] = field(default_factory=list)   # every followed face, when more than one
 
 
 def _text(img, s, org, scale, colour=WHITE, thick=1, bg=True):
@@ -85,8 +101,11 @@ def draw_overlay(image: np.ndarray, view: OverlayView) -> np.ndarray:
     s = max(0.45, min(w, h) / 480.0)  # scale for fonts and lines
     lw = max(1, int(round(1.5 * s)))
 
-    # face box, tracked id and alignment points
-    if view.found and view.box is not None:
+    # face box, tracked id and alignment points (several faces: each with its motion and label)
+    if view.faces:
+        for mark in view.faces:
+            _draw_face(img, mark, s, lw)
+    elif view.found and view.box is not None:
         b = view.box
         colour = AMBER if view.in_event else GREEN
         cv2.rectangle(img, (int(b.left), int(b.top)), (int(b.right), int(b.bottom)), colour, lw + 1, cv2.LINE_AA)
@@ -107,8 +126,6 @@ def draw_overlay(image: np.ndarray, view: OverlayView) -> np.ndarray:
         lines.append((rate, WHITE))
     if not view.found:
         lines.append((view.message or "no face", RED))
-    elif view.n_faces > 1:
-        lines.append((f"{view.n_faces} faces: tracking #{view.face_id}", AMBER))
     elif view.message:
         lines.append((view.message, AMBER))
     if view.found and view.calibrating:
@@ -132,7 +149,8 @@ def draw_overlay(image: np.ndarray, view: OverlayView) -> np.ndarray:
         lat = ev.latency_ms.get("decision")
         head = label.upper()
         sub = f"{kind}  p={conf:.2f}" if ev.label else kind
-        sub2 = f"at {ev.apex_t:.2f} s" + (f"  latency {lat:.0f} ms" if lat is not None else "")
+        sub2 = (f"#{ev.face_id} " if view.faces and ev.face_id is not None else "") + f"at {ev.apex_t:.2f} s" \
+            + (f"  latency {lat:.0f} ms" if lat is not None else "")
         scale1, scale2 = 0.85 * s, 0.5 * s
         widths = [cv2.getTextSize(t, FONT, sc, lw + 1)[0][0] for t, sc in ((head, scale1), (sub, scale2), (sub2, scale2))]
         pw = max(widths) + int(20 * s)
@@ -144,6 +162,39 @@ def draw_overlay(image: np.ndarray, view: OverlayView) -> np.ndarray:
 
     _draw_curve(img, view, s, lw)
     return img
+
+
+def _draw_face(img: np.ndarray, mark: FaceMark, s: float, lw: int) -> None:
+    """One of several faces: its box and id, a bar of its motion against its threshold on
+    the box's right edge (full at twice the threshold), and its latest label under the box."""
+    b = mark.box
+    colour = AMBER if mark.in_event else GREEN
+    x0, y0, x1, y1 = int(b.left), int(b.top), int(b.right), int(b.bottom)
+    cv2.rectangle(img, (x0, y0), (x1, y1), colour, lw + 1, cv2.LINE_AA)
+    _text(img, f"#{mark.face_id}", (x0, max(int(14 * s), y0 - int(6 * s))), 0.6 * s, colour, lw)
+    if mark.score is not None and mark.threshold and np.isfinite(mark.score):
+        fill = float(np.clip(mark.score / (2.0 * mark.threshold), 0.0, 1.0))
+        bw = max(3, int(6 * s))
+        bx = x1 + int(4 * s)
+        _panel(img, bx, y0, bx + bw, y1, 0.6)
+        top = int(y1 - fill * (y1 - y0))
+        cv2.rectangle(img, (bx, top), (bx + bw, y1), AMBER if fill >= 0.5 else WHITE, -1)
+        yt = int(y1 - 0.5 * (y1 - y0))                 # the threshold's mark
+        cv2.line(img, (bx - 1, yt), (bx + bw + 1, yt), RED, 1)
+    ev = mark.last_event
+    if ev is not None:
+        label = (ev.label or "(no label)").upper()
+        conf = ev.probs.get(ev.label, 0.0) if ev.label else 0.0
+        text = f"{label} {conf:.2f}" + ("" if mark.last_event_final else " (provisional)")
+        scale = 0.55 * s
+        tw, th = cv2.getTextSize(text, FONT, scale, lw)[0]
+        ty = min(img.shape[0] - int(4 * s), y1 + th + int(8 * s))
+        _panel(img, x0, ty - th - int(5 * s), x0 + tw + int(8 * s), ty + int(5 * s), 0.6)
+        _text(img, text, (x0 + int(4 * s), ty), scale, class_colour(ev.label), lw, bg=False)
+    if mark.landmarks is not None and len(mark.landmarks) == 68:
+        for i in (7, 8, 24, 39, 42):
+            x, y = mark.landmarks[i]
+            cv2.circle(img, (int(x), int(y)), max(1, lw), CYAN, -1, cv2.LINE_AA)
 
 
 def _draw_curve(img: np.ndarray, view: OverlayView, s: float, lw: int) -> None:
@@ -199,5 +250,5 @@ def _draw_curve(img: np.ndarray, view: OverlayView, s: float, lw: int) -> None:
         runs = [pts[a:b] for a, b in zip(edges[::2], edges[1::2]) if b - a >= 2]
         if runs:
             cv2.polylines(img, runs, False, WHITE, 1, cv2.LINE_AA)
-    _text(img, f"motion (last {view.window_s:.0f} s)", (x0 + int(6 * s), y0 + int(14 * s)), 0.42 * s, GREY, 1,
+    _text(img, f"motion (last {view.window_s:.0f} s)" + (f", face #{view.face_id}" if view.faces else ""), (x0 + int(6 * s), y0 + int(14 * s)), 0.42 * s, GREY, 1,
           bg=False)

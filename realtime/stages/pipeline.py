@@ -63,12 +63,18 @@ transform (the tracker's ``refresh=False``). The face moves a fraction of a pixe
 20 ms and the motion crop's alignment is averaged over 0.5 s (and frozen through events),
 so the signal keeps its shape; the per-frame path saves about a millisecond.
 
-Faces: no face -> the spotter is not fed and the overlay says "no face". A face missing
-for more than ``loss_reset_s`` restarts the motion signal and drops the spotter's open
-event (``faults["event_aborted"]`` if it was already announced) but keeps the
-noise model (the person's calm level); a different subject (new ``face_id``) starts a new one. Two or more faces: the
-tracker follows one subject; ``n_faces`` and ``face_id`` say which, in the overlay
-("2 faces: tracking #0") and in every event.
+Faces: every face in the frame is followed, up to ``max_faces`` (default 4;
+``realtime.stages.multitrack.MultiFaceTracker``, stable ids), each in its own
+``realtime.stages.lane.FaceLane``: its own alignment, buffer, motion signal, calm level and
+spotter. One event book and one recognition worker serve all faces (pairs of faces that
+coincide go to the engine in one batch). Every event names its ``face_id`` and
+``face_box``; ``FrameResult.faces`` holds each face's figures. ``max_faces`` 1 follows one
+subject (``realtime.stages.tracker.FaceTracker``, the largest face; ``n_faces`` and
+``face_id`` say which, "2 faces: tracking #0"); a different subject there (new
+``face_id``) starts a new calibration. No face -> no spotter is fed and the overlay says
+"no face". A face missing for more than ``loss_reset_s`` restarts its motion signal and
+drops its open event (``faults["event_aborted"]`` if it was already announced) but keeps
+its noise model (the person's calm level); a face lane unused for ``forget_s`` is dropped.
 
 Threads: ``process`` is called from one thread; the recogniser runs in the worker's
 thread; one recogniser may be shared by several pipelines (one worker each).
@@ -95,13 +101,14 @@ from core.events import MICRO_MAX_MS, Event
 from core.face import alignment_transform, ensure_bgr
 from engines.recognizer import load_engine
 from realtime.stages.eventbook import EventBook
-from realtime.stages.framebuffer import BufferedFrame, FrameBuffer, region_of
+from realtime.stages.lane import FaceLane
 from realtime.stages.motion import FLOW_SIZE, MotionSignal, flow_crop
-from realtime.stages.overlay import OverlayView, draw_overlay
+from realtime.stages.multitrack import MAX_FACES, MultiFaceTracker
+from realtime.stages.overlay import FaceMark, OverlayView, draw_overlay
 from realtime.stages.results import FrameResult, RunSummary, StageStats, is_final
 from realtime.stages.sources import Frame
 from realtime.stages.spotter import OnlineSpotter, SpotterConfig
-from realtime.stages.tracker import FaceTracker, SmoothedTransform
+from realtime.stages.tracker import LANDMARKS_HZ, FaceTracker, SmoothedTransform
 from realtime.stages.worker import RecognitionWorker
 
 log = logging.getLogger("realtime.stages.pipeline")
@@ -123,8 +130,10 @@ class PipelineConfig:
 
     fps: float = 30.0
     tracker: str = "fast"              # "fast" | "dlib" | "mediapipe" (realtime.stages.tracker)
+    max_faces: int = MAX_FACES         # faces followed at once (1: one subject, the largest face)
+    forget_s: float = 30.0             # a face lane unused this long (source time) is dropped
     redetect_every: int = 30           # frames between detections while tracking
-    landmarks_hz: float | None = 50.0  # landmark refreshes per second of source time, at most:
+    landmarks_hz: float | None = LANDMARKS_HZ  # landmark refreshes per second of source time, at most:
                                        # a 200 fps stream runs the landmark model on every 4th
                                        # frame (None: every frame; <= 50 fps: every frame anyway)
     engine: str = "auto"               # "auto" (demo weights) | checkpoint/engine path | "none"
@@ -164,6 +173,8 @@ class PipelineConfig:
             raise ValueError(f"landmarks_hz must be positive or None (every frame), got {self.landmarks_hz!r}")
         if self.keep_events < 1:
             raise ValueError(f"keep_events must be >= 1, got {self.keep_events!r}")
+        if not isinstance(self.max_faces, int) or isinstance(self.max_faces, bool) or self.max_faces < 1:
+            raise ValueError(f"max_faces must be an integer >= 1, got {self.max_faces!r}")
 
     @property
     def draw_policy(self) -> str:
@@ -198,35 +209,64 @@ class Pipeline:
             if recognizer is None and cfg.engine == "auto":   # demo weights missing: say so
                 log.warning(note)
         self.recognizer = recognizer
-        self.tracker = tracker or FaceTracker(cfg.tracker, redetect_every=cfg.redetect_every)
-        self.smoother = SmoothedTransform.for_fps(cfg.fps, cfg.smooth_s)
+        if tracker is None:
+            tracker = (FaceTracker(cfg.tracker, redetect_every=cfg.redetect_every) if cfg.max_faces == 1 else
+                       MultiFaceTracker(cfg.tracker, max_faces=cfg.max_faces, redetect_every=cfg.redetect_every))
+        self.tracker = tracker
         self._landmarks_every = 1 if cfg.landmarks_hz is None else max(1, round(cfg.fps / cfg.landmarks_hz))
         # landmark refresh interval in source time (whole frames at the nominal rate)
         self._landmarks_s = (self._landmarks_every - 0.5) / cfg.fps if self._landmarks_every > 1 else 0.0
         self._landmarks_t: float | None = None     # source time of the last landmark refresh
-        self._raw: np.ndarray | None = None   # the latest unsmoothed alignment transform
-        self.motion = motion or MotionSignal(cfg.fps, **cfg.motion)
-        self._flow_size = int(getattr(getattr(self.motion, "config", None), "flow_size", FLOW_SIZE))
-        self.spotter = spotter or OnlineSpotter(cfg.fps, self._spotter_config())
+        probe = motion or MotionSignal(cfg.fps, **cfg.motion)
+        self._flow_size = int(getattr(getattr(probe, "config", None), "flow_size", FLOW_SIZE))
+        # the first face's lane (the only one with max_faces 1); pre-built components go here
+        self._primary = self._new_lane(probe, spotter or OnlineSpotter(cfg.fps, self._spotter_config()))
+        self.lanes: dict[int, FaceLane] = {}          # face_id -> lane of the faces followed lately
+        self._primed: dict[int, list] = {}            # face_id -> look-ahead samples not used yet
         self.worker = (RecognitionWorker(self.recognizer, max_queue=cfg.max_queue)
                        if self.recognizer is not None else None)
-        self.buffer = FrameBuffer(cfg.fps, cfg.buffer_s)
         self.stats: dict[str, StageStats] = {s: StageStats() for s in STAGES + ("process", "frame")}
         self.faults: dict[str, int] = {}
-        self.book = EventBook(source_name, cfg.fps, self.buffer, self.worker, self._fault, cfg.keep_events)
+        self.book = EventBook(source_name, cfg.fps, self.worker, self._fault, cfg.keep_events)
         self.frames = 0
         self.frames_with_face = 0
-        keep = int(math.ceil(cfg.fps * cfg.curve_s)) + 2
-        self._curve: deque[tuple[float, float]] = deque(maxlen=keep)  # (t, value or nan)
+        self.face_frames: dict[int, int] = {}        # face_id -> frames it was followed in
         self._last_draw = -math.inf
         self._first_start: float | None = None
         self._last_end: float | None = None
         self._rate: deque[float] = deque(maxlen=60)   # recent process end times, for the overlay fps
-        self._face_id: int | None = None
-        self._last_seen_t: float | None = None       # source time the face was last tracked
-        self._lost = False                            # motion/spotter already reset for this loss
+        self._last_seen_t: float | None = None       # source time any face was last tracked
         self._closed = False
         self.primed = 0                               # look-ahead samples the noise model started from
+
+    def _new_lane(self, motion=None, spotter=None) -> FaceLane:
+        cfg = self.config
+        return FaceLane(cfg.fps, cfg.smooth_s, cfg.buffer_s, cfg.curve_s,
+                        motion or MotionSignal(cfg.fps, **cfg.motion),
+                        spotter or OnlineSpotter(cfg.fps, self._spotter_config()),
+                        self._flow_size, cfg.region_margin)
+
+    # the first face's components (with max_faces 1, the subject's): what tools that look
+    # inside one stream's path read (realtime.bench swaps the spotter for a logging one)
+    @property
+    def spotter(self):
+        return self._primary.spotter
+
+    @spotter.setter
+    def spotter(self, value) -> None:
+        self._primary.spotter = value
+
+    @property
+    def motion(self):
+        return self._primary.motion
+
+    @property
+    def smoother(self) -> SmoothedTransform:
+        return self._primary.smoother
+
+    @property
+    def buffer(self):
+        return self._primary.buffer
 
     # -- construction helpers ----------------------------------------------------------
     def _spotter_config(self) -> SpotterConfig:
@@ -269,12 +309,11 @@ class Pipeline:
         except Exception as e:  # a description must never stop a run
             return {"engine": getattr(self.recognizer, "name", "?"), "error": str(e)}
 
-    def signal_history(self) -> tuple[np.ndarray, np.ndarray]:
-        """(t, value) of the last ``curve_s`` seconds (value nan where no face)."""
-        if not self._curve:
-            return np.zeros(0), np.zeros(0)
-        a = np.asarray(self._curve, dtype=np.float64)
-        return a[:, 0], a[:, 1]
+    def signal_history(self, face_id: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(t, score) of the last ``curve_s`` seconds (nan where no face) of face ``face_id``
+        (default: the first face's lane)."""
+        lane = self.lanes.get(face_id, self._primary) if face_id is not None else self._primary
+        return lane.signal_history()
 
     def _fault(self, kind: str, message: str | None = None, count: int = 1) -> None:
         first = kind not in self.faults
@@ -284,28 +323,51 @@ class Pipeline:
 
     # -- controls ------------------------------------------------------------------------
     def recalibrate(self) -> None:
-        """The spotter learns the face's calm level again (key "c" in the window)."""
-        self.book.abort("recalibration")
-        self.motion.reset()
-        self.smoother.unfreeze()
-        self.spotter.recalibrate()
+        """Every face's spotter learns its calm level again (key "c" in the window)."""
+        self.book.abort("recalibration", every_face=True)
+        for lane in self._all_lanes():
+            lane.recalibrate()
 
-    def _face_lost(self) -> None:
-        """Face gone for longer than ``loss_reset_s``: the signal starts over when it returns,
-        the calibration is kept (same person)."""
-        self.book.abort("face lost")
-        self.motion.reset()
-        self.smoother.reset()
-        self.spotter.interrupt()
-        self.buffer.clear()
+    def _all_lanes(self) -> list[FaceLane]:
+        lanes = list(self.lanes.values())
+        return lanes if self._primary in lanes else [self._primary] + lanes
 
-    def _new_subject(self, old: int | None, new: int | None) -> None:
-        """Another person is tracked: calibrate on them from scratch."""
-        self.book.abort(f"face #{old} replaced by #{new}")
-        self.motion.reset()
-        self.smoother.reset()
-        self.spotter.reset()
-        self.buffer.clear()
+    def _lane_for(self, face_id: int | None) -> FaceLane:
+        """The lane of this face: with max_faces 1 always the one lane (a new subject resets
+        it); else the face's own, made on its first frame (warmed by the look-ahead)."""
+        lane = self._primary
+        if self.config.max_faces == 1:
+            if lane.face_id is not None and face_id != lane.face_id:
+                self.book.abort(f"face #{lane.face_id} replaced by #{face_id}", lane.face_id)
+                lane.new_subject()
+            lane.face_id = face_id
+            self.lanes = {face_id: lane}
+            return lane
+        if face_id in self.lanes:
+            return self.lanes[face_id]
+        if lane.face_id is not None:
+            lane = self._new_lane()
+            samples = self._primed.pop(face_id, None)
+            if samples:
+                lane.spotter.warm_start(samples)
+        lane.face_id = face_id
+        self.lanes[face_id] = lane
+        return lane
+
+    def _faces_missing(self, t: float, seen: set) -> None:
+        """Faces not followed on this frame: reset those gone for ``loss_reset_s``, drop the
+        lanes of those gone for ``forget_s``."""
+        cfg = self.config
+        for face_id, lane in list(self.lanes.items()):
+            if face_id in seen:
+                continue
+            lane.gap(t)
+            gone = t - lane.last_seen_t if lane.last_seen_t is not None else math.inf
+            if not lane.lost and gone > cfg.loss_reset_s:
+                self.book.abort("face lost", face_id)
+                lane.face_lost()
+            if gone > cfg.forget_s and lane is not self._primary:
+                del self.lanes[face_id]
 
     # -- recordings: look ahead --------------------------------------------------------------
     def prime_from(self, source) -> int:
@@ -327,36 +389,55 @@ class Pipeline:
         if self.frames:
             raise RuntimeError("prime() must come before the first process(): it warms up a fresh stream")
         cfg = self.config
-        motion = MotionSignal(cfg.fps, **cfg.motion)
-        smoother = SmoothedTransform.for_fps(cfg.fps, cfg.smooth_s)
         limit = max(1, int(math.ceil(cfg.lookahead_s * cfg.fps)))
-        samples, raw, face_id = [], None, None
+        per_face: dict[int, tuple] = {}      # face_id -> (motion, smoother, [raw], samples)
+        first_id = None
         for n, frame in enumerate(frames):
             if n >= limit:
                 break
             image = ensure_bgr(frame.image)
             refresh = self._landmarks_every == 1 or n % self._landmarks_every == 0
             try:
-                tr = self.tracker.update(image, refresh=refresh)
+                results = self._track(image, refresh)
             except Exception:  # counted when the frame comes again through process()
-                tr = None
-            if tr is None or not tr.found or tr.box is None or tr.landmarks is None or tr.box.width < cfg.min_face_px:
                 continue
-            if face_id is not None and tr.face_id != face_id:   # another person: their calm is not ours
+            stop = False
+            for tr in results:
+                if not tr.found or tr.box is None or tr.landmarks is None or tr.box.width < cfg.min_face_px:
+                    continue
+                if cfg.max_faces == 1 and first_id is not None and tr.face_id != first_id:
+                    stop = True          # another person: their calm is not ours
+                    break
+                first_id = tr.face_id if first_id is None else first_id
+                motion, smoother, raw, samples = per_face.setdefault(
+                    tr.face_id, (MotionSignal(cfg.fps, **cfg.motion), SmoothedTransform.for_fps(cfg.fps, cfg.smooth_s),
+                                 [None], []))
+                if not (getattr(tr, "held", False) and raw[0] is not None):
+                    raw[0] = alignment_transform(tr.landmarks)
+                crop = flow_crop(image, (0, 0), smoother.update(raw[0], t=frame.t), self._flow_size)
+                sample = motion.update(crop, t=frame.t)
+                if sample.ready:
+                    samples.append(sample)
+            if stop:
                 break
-            face_id = tr.face_id
-            raw = raw if getattr(tr, "held", False) and raw is not None else alignment_transform(tr.landmarks)
-            crop = flow_crop(image, (0, 0), smoother.update(raw, t=frame.t), self._flow_size)
-            sample = motion.update(crop, t=frame.t)
-            if sample.ready:
-                samples.append(sample)
         self.tracker.reset()          # the analysis proper starts from scratch (same ids)
-        if len(samples) >= MIN_LOOKAHEAD_SAMPLES:     # fewer say nothing about a calm level
-            self.spotter.warm_start(samples)
-        else:
-            samples = []
-        self.primed = len(samples)
-        return len(samples)
+        # fewer samples than MIN_LOOKAHEAD_SAMPLES say nothing about a calm level
+        usable = {k: v[3] for k, v in per_face.items() if len(v[3]) >= MIN_LOOKAHEAD_SAMPLES}
+        self.primed = 0
+        if usable:
+            first = min(usable)                    # the first lane is the lowest id's
+            self.spotter.warm_start(usable.pop(first))
+            self.primed = len(per_face[first][3])
+            self._primed = usable
+        return self.primed
+
+    def _track(self, image: np.ndarray, refresh: bool) -> list:
+        """This frame's tracking results, one per followed face (a tracker with only
+        ``update``, as ``realtime.bench.cli --compare`` passes in, gives one)."""
+        update_all = getattr(self.tracker, "update_all", None)
+        if update_all is not None:
+            return list(update_all(image, refresh=refresh))
+        return [self.tracker.update(image, refresh=refresh)]
 
     # -- the per-frame path ------------------------------------------------------------------
     def process(self, frame: Frame) -> FrameResult:
@@ -375,81 +456,61 @@ class Pipeline:
         try:
             refresh = (self._landmarks_t is None or frame.t - self._landmarks_t >= self._landmarks_s
                        or frame.t < self._landmarks_t)
-            tr = self.tracker.update(image, refresh=refresh)
-            if tr is not None and not getattr(tr, "held", False):
+            tracked = self._track(image, refresh)
+            if tracked and not all(getattr(tr, "held", False) for tr in tracked):
                 self._landmarks_t = frame.t
         except Exception as e:  # native code on a bad frame: count it, treat as no face
             self._fault("tracker_error", f"{self.source_name}: face tracker failed on frame {frame.index} "
                                          f"({type(e).__name__}: {e})")
-            tr = None
-        if tr is not None:
-            timings["detect"] = float(tr.timings_ms.get("detect", 0.0))
-            timings["landmarks"] = float(tr.timings_ms.get("landmarks", 0.0))
-            res.n_faces = int(tr.n_faces)
-        found = tr is not None and tr.found and tr.box is not None and tr.landmarks is not None
-        if found and tr.box.width < cfg.min_face_px:
-            found = False
-            res.message = f"face too small ({tr.box.width:.0f} px < {cfg.min_face_px:.0f})"
-        value = math.nan
+            tracked = []
+        if tracked:
+            timings["detect"] = sum(float(tr.timings_ms.get("detect", 0.0)) for tr in tracked)
+            timings["landmarks"] = sum(float(tr.timings_ms.get("landmarks", 0.0)) for tr in tracked)
+            res.n_faces = int(tracked[0].n_faces)
+        faces = [tr for tr in tracked if tr.found and tr.box is not None and tr.landmarks is not None]
+        small = [tr for tr in faces if tr.box.width < cfg.min_face_px]
+        faces = [tr for tr in faces if tr.box.width >= cfg.min_face_px]
+        if small and not faces:
+            res.message = f"face too small ({small[0].box.width:.0f} px < {cfg.min_face_px:.0f})"
+
+        # 2-4. align, motion, spot: each face in its own lane
         updates = []
-        if found:
-            if self._face_id is not None and tr.face_id != self._face_id:
-                self._new_subject(self._face_id, tr.face_id)
+        for tr in faces:
+            lane = self._lane_for(tr.face_id)
+            face, ups = lane.step(frame, image, tr, timings)
+            face.last_event = self.book.last_by_face.get(tr.face_id)
+            res.faces.append(face)
+            updates += [(u, lane) for u in ups]
+            self.face_frames[tr.face_id] = self.face_frames.get(tr.face_id, 0) + 1
+        self._faces_missing(frame.t, {tr.face_id for tr in faces})
+        if res.faces:
+            first = res.faces[0]
             res.found = True
-            res.box, res.landmarks, res.face_id = tr.box, tr.landmarks, tr.face_id
-            self._face_id = tr.face_id
+            res.box, res.landmarks, res.face_id = first.box, first.landmarks, first.face_id
+            res.value, res.score, res.regions = first.value, first.score, first.regions
+            res.threshold, res.in_event, res.calibrating = first.threshold, first.in_event, first.calibrating
             self._last_seen_t = frame.t
-            self._lost = False
             self.frames_with_face += 1
-            if tr.n_faces > 1:
-                res.message = f"{tr.n_faces} faces: tracking #{tr.face_id}"
-
-            # 2. align: smoothed (frozen in events) for the motion crop; raw into the buffer
-            t0 = time.perf_counter()
-            raw = self._raw if getattr(tr, "held", False) and self._raw is not None else alignment_transform(tr.landmarks)
-            self._raw = raw
-            smooth = self.smoother.update(raw, t=frame.t)
-            h, w = image.shape[:2]
-            x0, y0, x1, y1 = region_of((w, h), raw, cfg.region_margin)
-            region = image[y0:y1, x0:x1]
-            self.buffer.add(BufferedFrame(frame.index, frame.t, frame.captured_at, region.copy(), (x0, y0), raw))
-            # the motion stage's grey crop, warped from the whole frame (borders as trained)
-            crop = flow_crop(image, (0, 0), smooth, self._flow_size)
-            t1 = time.perf_counter()
-            timings["align"] = (t1 - t0) * 1e3
-
-            # 3. motion: reference held while the spotter has an event open
-            sample = self.motion.update(crop, hold=self.spotter.holding, t=frame.t)
-            t2 = time.perf_counter()
-            timings["motion"] = (t2 - t1) * 1e3
-            value = float(sample.value)
-            res.value, res.regions = value, dict(sample.regions)
-
-            # 4. spot
-            updates = self.spotter.update(frame.index, frame.t, sample)
-            res.score = self.spotter.last_score
-            self._follow_spotter()
-            timings["spot"] = (time.perf_counter() - t2) * 1e3
+            if res.n_faces > 1 and cfg.max_faces == 1:
+                res.message = f"{res.n_faces} faces: tracking #{first.face_id}"
+            elif len(res.faces) > 1:
+                res.message = f"{len(res.faces)} faces: " + ", ".join(f"#{f.face_id}" for f in res.faces)
         else:
             if res.message is None:
                 res.message = "no face"
-            gone = frame.t - self._last_seen_t if self._last_seen_t is not None else math.inf
-            if not self._lost and gone > cfg.loss_reset_s:
-                self._face_lost()
-                self._lost = True
-        res.threshold = self.spotter.threshold
-        res.in_event = bool(self.spotter.holding)
-        res.calibrating = bool(self.spotter.calibrating) and found
-        self._curve.append((frame.t, res.score if res.score is not None else math.nan))
+            res.threshold = self.spotter.threshold
 
-        for u in updates:
-            self.book.on_update(u, frame.captured_at, face_id=self._face_id, rule=self.spotter.config.rule)
+        for u, lane in updates:
+            self.book.on_update(u, frame.captured_at, face_id=lane.face_id, rule=lane.spotter.config.rule,
+                                buffer=lane.buffer)
 
         # 5. collect recognition results
         infer_ms = self.book.collect()
         if infer_ms:
             timings["infer"] = infer_ms
         res.new_events = self.book.emit_ready()
+        for face in res.faces:
+            face.last_event = self.book.last_by_face.get(face.face_id)
 
         # 6. draw
         if cfg.draw and (cfg.draw_fps is None or start - self._last_draw >= 1.0 / cfg.draw_fps):
@@ -470,19 +531,9 @@ class Pipeline:
         self._rate.append(end)
         return res
 
-    def _follow_spotter(self) -> None:
-        """Freeze the alignment while an event is open; pin its onset and peak frames."""
-        ev = self.spotter.open_event
-        if ev is not None:
-            self.smoother.freeze()
-            self.buffer.pin_only((ev.onset_frame, ev.peak_frame))
-        else:
-            self.smoother.unfreeze()
-            self.buffer.pin_only(())
-
     # -- end of stream ---------------------------------------------------------------------------
     def close(self, wait: bool = True, timeout: float = 30.0) -> list[Event]:
-        """End of stream. Closes the spotter's open event at the last frame (if long enough),
+        """End of stream. Closes each face's open event at the last frame (if long enough),
         waits up to ``timeout`` s for labels still being computed (``wait=False`` drops
         queued jobs that have not started), stops the worker. Events whose label did not
         come back are still written, without a label (``faults["label_missing"]``).
@@ -491,11 +542,13 @@ class Pipeline:
         if self._closed:
             return []
         self._closed = True
-        if not self._lost:
-            last = self.buffer.last()
-            for u in self.spotter.finish():
+        for lane in self._all_lanes():
+            if lane.lost or lane.face_id is None:
+                continue
+            last = lane.buffer.last()
+            for u in lane.spotter.finish():
                 self.book.on_update(u, last.captured_at if last is not None else time.perf_counter(),
-                                    face_id=self._face_id, rule=self.spotter.config.rule)
+                                    face_id=lane.face_id, rule=lane.spotter.config.rule, buffer=lane.buffer)
         for ms in self.book.close_worker(wait=wait, timeout=timeout):
             self.stats["infer"].add(ms)
         out = self.book.flush()
@@ -518,18 +571,22 @@ class Pipeline:
 
     # -- reporting -------------------------------------------------------------------------------
     def _view(self, res: FrameResult) -> OverlayView:
-        t, v = self.signal_history()
-        intervals = self.book.intervals(res.t)
+        t, v = self.signal_history(res.face_id)
+        intervals = self.book.intervals(res.t, res.face_id)
         fps = None
         if len(self._rate) >= 2 and self._rate[-1] > self._rate[0]:
             fps = (len(self._rate) - 1) / (self._rate[-1] - self._rate[0])
         last = self.book.last_event
+        marks = [FaceMark(face_id=f.face_id, box=f.box, landmarks=f.landmarks, in_event=f.in_event, score=f.score,
+                          threshold=f.threshold, last_event=f.last_event,
+                          last_event_final=f.last_event is not None and is_final(f.last_event))
+                 for f in res.faces] if len(res.faces) > 1 else []
         return OverlayView(found=res.found, box=res.box, face_id=res.face_id, n_faces=res.n_faces,
                            message=res.message, landmarks=res.landmarks, signal_t=t, signal_value=v,
                            threshold=res.threshold, window_s=self.config.curve_s, intervals=intervals,
                            in_event=res.in_event, calibrating=res.calibrating, last_event=last,
                            last_event_final=last is not None and is_final(last), now_t=res.t, fps=fps,
-                           source_fps=self.config.fps)
+                           source_fps=self.config.fps, faces=marks)
 
     def summary(self, source=None) -> RunSummary:
         """Figures for the run so far; ``source`` adds its drops, faults and end reason."""
@@ -562,4 +619,13 @@ class Pipeline:
             draw=self.config.draw_policy, tracker=getattr(self.tracker, "kind", type(self.tracker).__name__),
             engine=engine, end_reason=end_reason,
             rejected={k: v for k, v in getattr(self.spotter, "rejected", {}).items() if v},
-            lookahead_frames=self.primed)
+            lookahead_frames=self.primed, faces=self._per_face())
+
+    def _per_face(self) -> dict[str, dict[str, int]]:
+        """Frames and final events of every face followed so far, by id."""
+        out = {}
+        for face_id in sorted(set(self.face_frames) | {k for k in self.book.by_face if k is not None}):
+            ev = self.book.by_face.get(face_id, {})
+            out[str(face_id)] = {"frames": self.face_frames.get(face_id, 0), "events": ev.get("events", 0),
+                                 "micro": ev.get("micro", 0), "macro": ev.get("macro", 0)}
+        return out

@@ -52,7 +52,8 @@ class RecordingSettings:
     engine: str = "auto"
     device: str = "auto"
     tracker: str = "fast"
-    landmarks_hz: float | None = 100.0
+    landmarks_hz: float | None = PipelineConfig.landmarks_hz
+    max_faces: int = PipelineConfig.max_faces
     causal: bool = False
     me_rule: str = "megc"
     calibration_s: float | None = None
@@ -61,10 +62,10 @@ class RecordingSettings:
 
     @classmethod
     def from_args(cls, args, **overrides) -> "RecordingSettings":
-        """From parsed run_live.py-style options (engine, device, tracker, landmarks_hz,
+        """From parsed run_live.py-style options (engine, device, tracker, max_faces, landmarks_hz,
         causal, me_rule, calibration); options absent from ``args`` keep their defaults."""
         kw: dict[str, Any] = {}
-        for name, attr in (("engine", "engine"), ("device", "device"), ("tracker", "tracker"),
+        for name, attr in (("engine", "engine"), ("device", "device"), ("tracker", "tracker"), ("max_faces", "max_faces"),
                            ("causal", "causal"), ("me_rule", "me_rule"), ("calibration_s", "calibration")):
             if hasattr(args, attr):
                 kw[name] = getattr(args, attr)
@@ -88,7 +89,7 @@ class RecordingSettings:
     def pipeline_config(self, fps: float, *, labelled: bool, draw: bool = False, draw_fps: float | None = None):
         """The PipelineConfig for a source at ``fps``; ``labelled``: a recogniser is passed
         to the pipeline (else its config says "none" so that it loads nothing)."""
-        return PipelineConfig(fps=fps, tracker=self.tracker, device=self.device,
+        return PipelineConfig(fps=fps, tracker=self.tracker, max_faces=self.max_faces, device=self.device,
                               engine=self.engine if labelled else "none", draw=draw, draw_fps=draw_fps,
                               calibration_s=self.calibration_s, landmarks_hz=self.landmarks_hz,
                               spotter=self.spotter_overrides(), motion=dict(self.motion),

@@ -17,8 +17,36 @@ from realtime.stages.sources import Frame
 
 
 @dataclass
+class FaceResult:
+    """One followed face on one frame (``FrameResult.faces``)."""
+
+    face_id: int | None
+    box: FaceBox | None = None
+    landmarks: np.ndarray | None = None      # (68, 2) image pixels
+    value: float | None = None               # motion signal, px of the 224 crop
+    score: float | None = None               # the spotter's score: multiples of the calm level
+    regions: dict[str, float] | None = None  # per-region motion
+    threshold: float | None = None
+    in_event: bool = False
+    calibrating: bool = False
+    last_event: Event | None = None          # this face's latest event shown (provisional or final)
+
+    def signal_row(self, frame: int, t: float, n_faces: int) -> dict:
+        return {"frame": frame, "t": round(t, 6), "found": 1,
+                "face_id": "" if self.face_id is None else self.face_id, "n_faces": n_faces,
+                "value": "" if self.value is None else round(self.value, 5),
+                "score": "" if self.score is None else round(self.score, 4),
+                "threshold": "" if self.threshold is None else round(self.threshold, 5),
+                "in_event": int(self.in_event)}
+
+
+@dataclass
 class FrameResult:
-    """What ``Pipeline.process`` returns for one frame."""
+    """What ``Pipeline.process`` returns for one frame.
+
+    ``faces``: every followed face (ordered by id); the top-level face fields (box,
+    landmarks, face_id, value, score, regions, threshold, in_event, calibrating) are those
+    of the first of them, the only one with ``max_faces`` 1."""
 
     frame: Frame
     index: int
@@ -39,6 +67,7 @@ class FrameResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     latency_ms: float = 0.0                  # frame latency: captured -> result ready
     message: str | None = None               # "no face", "face too small", tracker reason...
+    faces: list[FaceResult] = field(default_factory=list)
 
     @property
     def final_events(self) -> list[Event]:
@@ -48,8 +77,15 @@ class FrameResult:
     def provisional_events(self) -> list[Event]:
         return [e for e in self.new_events if e.finalised_t is None]
 
+    def signal_rows(self) -> list[tuple[dict, dict[str, float] | None]]:
+        """The per-frame signal table's rows for this frame (realtime.stages.sinks.SignalCSV):
+        one per followed face, or one with ``found`` 0 when none; each with its regions."""
+        if not self.faces:
+            return [(self.signal_row(), self.regions)]
+        return [(f.signal_row(self.index, self.t, self.n_faces), f.regions) for f in self.faces]
+
     def signal_row(self) -> dict:
-        """One row of the per-frame signal table (realtime.stages.sinks.SignalCSV)."""
+        """The signal table's row of the first face (or of no face)."""
         return {"frame": self.index, "t": round(self.t, 6), "found": int(self.found),
                 "face_id": "" if self.face_id is None else self.face_id, "n_faces": self.n_faces,
                 "value": "" if self.value is None else round(self.value, 5),
@@ -90,6 +126,7 @@ class RunSummary:
     end_reason: str | None = None
     rejected: dict[str, int] = field(default_factory=dict)   # motion bursts judged not expressions, by reason
     lookahead_frames: int = 0    # recordings: frames the noise model was warmed up on before frame 0
+    faces: dict[str, dict[str, int]] = field(default_factory=dict)  # face id -> frames, events, micro, macro
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -105,6 +142,9 @@ class RunSummary:
                  f"achieved {self.achieved_fps:.1f} fps over {self.wall_s:.1f} s; source {self.source_fps:g} fps; "
                  f"real-time factor {self.realtime_factor:.2f}",
                  f"tracker {self.tracker}; engine {self.engine or 'none (spotting only)'}; drawing {self.draw}"]
+        if len(self.faces) > 1:
+            lines.append("faces: " + "; ".join(f"#{k} {v['events']} event(s) ({v['micro']} micro) in {v['frames']} frames"
+                                               for k, v in self.faces.items()))
         if self.decision_latency_ms.get("n"):
             d, f = self.decision_latency_ms, self.final_latency_ms
             lines.append(f"decision latency p50 {d['p50']:.0f} ms, p95 {d['p95']:.0f} ms "

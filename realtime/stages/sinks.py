@@ -115,7 +115,8 @@ class AnnotatedVideoWriter(Sink):
 
 
 class SignalCSV(Sink):
-    """One row per processed frame: the motion signal the spotter saw (see module docstring).
+    """One row per processed frame and followed face (``face_id``; one row with ``found`` 0
+    when there is none): the motion signal each face's spotter saw (see module docstring).
 
     Region columns are taken from the first frame with a face; rows before it are held
     back (at most ``hold`` of them) so the header is complete.
@@ -162,7 +163,8 @@ class SignalCSV(Sink):
             self._fh.flush()
 
     def handle(self, result: FrameResult) -> None:
-        self.write_row(result.signal_row(), result.regions)
+        for row, regions in result.signal_rows():
+            self.write_row(row, regions)
 
     def close(self) -> None:
         if self._fh is None:

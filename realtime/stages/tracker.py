@@ -104,6 +104,8 @@ class TrackResult:
 
 
 PERIODIC = "periodic re-detection"
+LANDMARKS_HZ = 50.0   # the live path's default landmark refresh rate, per second of source time
+                      # (realtime.stages.pipeline: every 4th frame at 200 fps, every frame <= 50 fps)
 
 
 # ---- small pure helpers --------------------------------------------------------------------
@@ -150,6 +152,53 @@ def count_distinct(boxes: list[FaceBox], same_iou: float = 0.3) -> int:
     return len(kept)
 
 
+def tracker_models(kind: str, config: TrackerConfig, detector=None, landmarks=None):
+    """(detector, landmark model) for a tracker of ``kind``: the ones given, the missing one
+    loaded (``face.face_models``)."""
+    if detector is None or landmarks is None:
+        det, lms = face_models(kind, dlib_upsample=config.dlib_upsample)
+        if detector is not None and hasattr(det, "close"):
+            det.close()
+        detector, landmarks = detector or det, landmarks or lms
+    return detector, landmarks
+
+
+def follow_landmarks(model, cfg: TrackerConfig, frame, gray, box: FaceBox, timings: dict,
+                     prev_lm: np.ndarray | None, prev_patch: np.ndarray | None):
+    """Landmarks of the face in ``box`` and the per-frame checks of the module docstring:
+    (landmarks, face patch, problem), problem "" when every check passes. ``prev_lm``: the
+    face's previous landmarks (the mesh's roll hint); ``prev_patch``: its previous aligned
+    patch, compared when given. Adds the time taken to ``timings["landmarks"]``."""
+    t0 = time.perf_counter()
+    if isinstance(model, FaceMesh):
+        roll = roll_degrees(prev_lm) if prev_lm is not None else 0.0
+        lm = model(frame, box, roll)
+        presence = model.last_presence
+    else:
+        lm = model(gray, box)
+        presence = 1.0
+    new_box = box_from_landmarks(lm)
+    h, w = gray.shape[:2]
+    patch = face_patch(gray, lm)
+    problem = ""
+    if presence < cfg.min_presence:
+        problem = f"face presence {presence:.2f} < {cfg.min_presence}"
+    elif inside_fraction(new_box, w, h) < cfg.min_inside:
+        problem = "the face left the frame"
+    elif centre_distance(new_box, box) > cfg.max_jump:
+        problem = "landmarks jumped"
+    elif not 1 / cfg.max_scale_change <= new_box.width / max(box.width, 1e-9) <= cfg.max_scale_change:
+        problem = "face size jumped"
+    elif shape_residual(lm) > cfg.max_shape_residual:
+        problem = "landmarks are not face-shaped"
+    elif prev_patch is not None:
+        ncc = float((patch * prev_patch).sum())
+        if ncc < cfg.min_patch_ncc:
+            problem = f"appearance changed abruptly (patch correlation {ncc:.2f})"
+    timings["landmarks"] = timings.get("landmarks", 0.0) + (time.perf_counter() - t0) * 1000
+    return lm, patch, problem
+
+
 # ---- the tracker -----------------------------------------------------------------------------
 
 class FaceTracker:
@@ -176,13 +225,7 @@ class FaceTracker:
         if self.config.redetect_every < 1:
             raise ValueError(f"redetect_every must be >= 1 frame, got {self.config.redetect_every}")
         self._owns_detector = detector is None
-        if detector is None or landmarks is None:
-            det, lms = face_models(kind, dlib_upsample=self.config.dlib_upsample)
-            if detector is not None and hasattr(det, "close"):
-                det.close()
-            detector, landmarks = detector or det, landmarks or lms
-        self.detector = detector
-        self.landmarks = landmarks
+        self.detector, self.landmarks = tracker_models(kind, self.config, detector, landmarks)
         self.verifier = self._make_verifier() if self.config.verify_new_faces else None
         self._next_id = 0
         self.reset()
@@ -243,6 +286,11 @@ class FaceTracker:
             return self._redetect(frame, gray, timings, problem)
         return self._commit(box_from_landmarks(lm), lm, patch, timings, redetected=False)
 
+    def update_all(self, frame_bgr: np.ndarray, refresh: bool = True) -> list[TrackResult]:
+        """``update`` in the shape of the multi-face tracker's (``realtime.stages.multitrack``):
+        a list with this frame's one result."""
+        return [self.update(frame_bgr, refresh)]
+
     # -- steps --
 
     def _detect(self, frame: np.ndarray, timings: dict, partial: bool = False) -> list[FaceBox]:
@@ -270,35 +318,8 @@ class FaceTracker:
 
     def _landmarks_at(self, frame, gray, box: FaceBox, timings: dict, compare_patch: bool):
         """(landmarks, face patch, problem): problem is "" when every check passes."""
-        t0 = time.perf_counter()
-        cfg = self.config
-        if isinstance(self.landmarks, FaceMesh):
-            roll = roll_degrees(self._lm) if self._lm is not None else 0.0
-            lm = self.landmarks(frame, box, roll)
-            presence = self.landmarks.last_presence
-        else:
-            lm = self.landmarks(gray, box)
-            presence = 1.0
-        new_box = box_from_landmarks(lm)
-        h, w = gray.shape[:2]
-        patch = face_patch(gray, lm)
-        problem = ""
-        if presence < cfg.min_presence:
-            problem = f"face presence {presence:.2f} < {cfg.min_presence}"
-        elif inside_fraction(new_box, w, h) < cfg.min_inside:
-            problem = "the face left the frame"
-        elif centre_distance(new_box, box) > cfg.max_jump:
-            problem = "landmarks jumped"
-        elif not 1 / cfg.max_scale_change <= new_box.width / max(box.width, 1e-9) <= cfg.max_scale_change:
-            problem = "face size jumped"
-        elif shape_residual(lm) > cfg.max_shape_residual:
-            problem = "landmarks are not face-shaped"
-        elif compare_patch and self._patch is not None:
-            ncc = float((patch * self._patch).sum())
-            if ncc < cfg.min_patch_ncc:
-                problem = f"appearance changed abruptly (patch correlation {ncc:.2f})"
-        timings["landmarks"] += (time.perf_counter() - t0) * 1000
-        return lm, patch, problem
+        return follow_landmarks(self.landmarks, self.config, frame, gray, box, timings, self._lm,
+                                self._patch if compare_patch else None)
 
     def _commit(self, box, lm, patch, timings, redetected: bool, reason: str = "") -> TrackResult:
         self._box, self._lm, self._patch = box, lm, patch

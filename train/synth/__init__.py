@@ -49,6 +49,12 @@ Three evaluation sets:
   seen by a clean high-speed camera (calm level 0.04-0.07 px), amplitudes log-uniform
   from small to clear (measured on 12: ME peaks 0.24-1.7 px, 5x-33x calm).
 
+Several faces in one frame (``clip --faces 2|3``, ``clips --faces 2|3``; ``multiface``): two
+or three standard clips of different identities, each with its own seeds and events (at
+least a macro-expression, a blink and two MEs per face), side by side in one frame (one
+640x480 panel per face, cross-faded seams, one camera over the whole frame); every
+ground-truth line carries ``face_box`` [x, y, w, h] of its face at the apex.
+
 Micro or macro is always core.events.expression_kind's "megc" rule (micro iff onset
 -> offset <= 500 ms); every generated ground truth obeys it.
 
@@ -61,7 +67,7 @@ The package, one module per responsibility: ``config`` (every range and limit),
 displacement fields), ``timing`` (the standard clips' events and schedule), ``camera``
 (placement, head motion, light, noise, JPEG), ``clips`` (the standard clip generator),
 ``tracks`` / ``track_render`` / ``hard`` (the hard set's events, their renderer and
-schedule), ``sequences`` (dataset-style sequences), ``pairs`` (aligned training pairs, the
+schedule), ``multiface`` (several faces side by side, ground truth per face), ``sequences`` (dataset-style sequences), ``pairs`` (aligned training pairs, the
 crop cache), ``strip`` (the figure), ``output`` (the one video + ground-truth write path,
 CSV tables) and ``cli`` (the command line). This ``__init__`` only re-exports their public
 API, so ``from train.synth import write_clip`` and ``synth.make_clip`` keep working.
@@ -72,7 +78,7 @@ from __future__ import annotations
 
 from train.synth.camera import head_motion, head_region, placement
 from train.synth.cli import main
-from train.synth.clips import make_clip, write_clip
+from train.synth.clips import ClipPose, clip_pose, make_clip, write_clip
 from train.synth.config import (
     HARD_FPS,
     HARD_SECONDS,
@@ -103,6 +109,15 @@ from train.synth.identities import (
     identities_for,
     load_still,
     train_identities,
+)
+from train.synth.multiface import (
+    FACE_COUNTS,
+    default_size,
+    face_box_xywh,
+    make_multi_clip,
+    pick_identities,
+    schedule_face,
+    write_multi_clip,
 )
 from train.synth.output import CODECS, ground_truth_path, write_csv, write_rendered
 from train.synth.pairs import (
@@ -160,6 +175,7 @@ __all__ = [
     "CACHE_DATASET",
     "CLASS_AUS",
     "CODECS",
+    "FACE_COUNTS",
     "GROUP_FACES",
     "HARD_FPS",
     "HARD_SECONDS",
@@ -180,6 +196,7 @@ __all__ = [
     "SETS",
     "SPEECH_FIELDS",
     "Anchor",
+    "ClipPose",
     "EventPlan",
     "EventSpec",
     "FaceRig",
@@ -192,12 +209,15 @@ __all__ = [
     "Track",
     "au_string",
     "cache_meta",
+    "clip_pose",
+    "default_size",
     "dense_flow",
     "detect_landmarks",
     "eval_identities",
     "extend_canvas",
     "eye_track",
     "face_axes",
+    "face_box_xywh",
     "face_field",
     "face_rig",
     "face_scale",
@@ -216,10 +236,12 @@ __all__ = [
     "main",
     "make_clip",
     "make_hard_clip",
+    "make_multi_clip",
     "make_pairs",
     "make_sequence",
     "make_strip",
     "micro_track",
+    "pick_identities",
     "placement",
     "raised_cosine_envelope",
     "render_pair",
@@ -227,6 +249,7 @@ __all__ = [
     "sample_event",
     "sample_sides",
     "schedule_events",
+    "schedule_face",
     "schedule_hard",
     "speech_track",
     "train_identities",
@@ -234,6 +257,7 @@ __all__ = [
     "write_clip",
     "write_csv",
     "write_hard_clip",
+    "write_multi_clip",
     "write_rendered",
     "write_sequences",
 ]

@@ -137,3 +137,26 @@ def head_region(landmarks_in_frame: np.ndarray, size: tuple[int, int], margin_px
     axes = ((hi - lo) / 2 - 0.08 * fw).round().astype(int)
     cv2.ellipse(mask, tuple(int(v) for v in centre), tuple(int(v) for v in axes), 0, 0, 360, 1.0, -1)
     return (x0, y0, x1, y1), cv2.GaussianBlur(mask, (0, 0), 0.025 * fw)
+
+
+class CameraLook:
+    """One camera's look over a whole clip, drawn once from ``rng`` (after the sensor-noise
+    ``bank``): exposure gain, slow light drift, mains flicker; ``apply`` puts it, the sensor
+    noise and occasional JPEG on each frame."""
+
+    def __init__(self, rng: np.random.Generator, cfg: SynthConfig, bank) -> None:
+        self.cfg, self.bank = cfg, bank
+        self.gain0 = float(rng.uniform(*cfg.clip_gain))
+        self.slow_w, self.slow_p = 2 * np.pi / rng.uniform(3, 10), rng.uniform(0, 2 * np.pi)
+        self.fl_w, self.fl_p = 2 * np.pi * rng.uniform(*cfg.flicker_hz), rng.uniform(0, 2 * np.pi)
+
+    def apply(self, frame: np.ndarray, t: float, rng: np.random.Generator) -> np.ndarray:
+        cfg = self.cfg
+        gain = self.gain0 * (1 + cfg.light_drift * (math.sin(self.slow_w * t + self.slow_p) - math.sin(self.slow_p))
+                             + cfg.flicker * math.sin(self.fl_w * t + self.fl_p))
+        if gain != 1.0:
+            frame = cv2.convertScaleAbs(frame, alpha=gain)
+        frame = _add_noise(frame, self.bank, rng)
+        if cfg.jpeg_fraction > 0 and rng.random() < cfg.jpeg_fraction:
+            frame = _jpeg(frame, int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1)))
+        return frame

@@ -1,4 +1,5 @@
 """The command line of the generator: ``python -m train.synth identities|clip|clips|sequences|pairs|strip``.
+(``clip`` and ``clips`` take ``--faces 2|3`` for several people side by side: train.synth.multiface.)
 
 Owns the argument parser of each subcommand (names, flags, defaults and help), the
 examples shown by --help, the clips.csv manifests of ``clips`` (standard and hard set) and
@@ -20,6 +21,7 @@ from train.synth.clips import write_clip
 from train.synth.config import HARD_FPS, HARD_SECONDS, HARD_TYPES, SETS
 from train.synth.hard import write_hard_clip
 from train.synth.identities import IDENTITIES, identities_for
+from train.synth.multiface import FACE_COUNTS, default_size, pick_identities, write_multi_clip
 from train.synth.output import CODECS, write_csv
 from train.synth.pairs import make_pairs
 from train.synth.rig import CLASS_AUS
@@ -38,6 +40,8 @@ EXAMPLES = """examples:
   python -m train.synth clips --split eval --n 12 --fps 30 --out clips/eval30
   python -m train.synth clips --set hard --split eval --n 12 --distractor-only 2 --fps 30 --seed 0 --out clips/hard30
   python -m train.synth clip --set hard --type talking --fps 60 --seconds 10 --out clips/talking.avi
+  python -m train.synth clip --faces 2 --fps 30 --seconds 12 --out clips/two_faces.avi
+  python -m train.synth clips --faces 2 --split eval --n 4 --fps 200 --seed 5 --out clips/faces200
   python -m train.synth sequences --n 20 --fps 200 --seed 0 --out clips/seq200
   python -m train.synth pairs --split train --n-per-class 600 --macro-per-class 300 --out cache/synth
   python -m train.synth strip --identity sample_video --out docs/synth_strip.png
@@ -54,6 +58,11 @@ turn (no expression). Micro or macro is core.events.expression_kind's "megc" rul
 sequences: DIR/seq_000/img0001.jpg ... (run_live.py --images DIR/seq_000 --fps 200), one ME
 each with its onset in the first 300 ms, DIR/seq_000.gt.jsonl (frame 0 = img0001.jpg) and
 DIR/sequences.csv.
+--faces 2|3 (standard set): several real faces side by side (one 640x480 panel each, soft
+seams, one camera), each with its own events (at least a macro-expression, a blink and two
+MEs) and head drift; every ground-truth line adds face_box = [x, y, width, height] of its
+face at the apex (frame pixels, the tracker's box convention). Scored per face by
+python -m realtime.evaluate.
 """
 
 
@@ -77,10 +86,28 @@ def _seconds(args) -> float:
     return HARD_SECONDS if args.set == "hard" else 10.0
 
 
+def _check_faces(args) -> None:
+    """--faces > 1: the standard set's mixed events only; the frame defaults to one 640x480
+    panel per face."""
+    if args.faces == 1:
+        args.size = args.size or (640, 480)
+        return
+    if args.set != "standard" or args.events != "mixed" or getattr(args, "distractor_only", 0):
+        raise SystemExit(f"--faces {args.faces}: multi-face clips are standard-set clips with mixed events (each face "
+                         "holds a macro-expression, a blink and MEs); drop --set hard, --events and --distractor-only")
+    args.size = args.size or default_size(args.faces)
+
+
 def _cmd_clip(args) -> None:
     t0, c0 = time.perf_counter(), time.process_time()
+    _check_faces(args)
     seconds = _seconds(args)
-    if args.set == "hard":
+    if args.faces > 1:
+        names = identities_for(args.identities) if args.identities else pick_identities(args.faces)
+        if len(names) != args.faces:
+            raise SystemExit(f"--identities names {len(names)} faces but --faces is {args.faces}")
+        video, gt, truths = write_multi_clip(args.out, names, args.fps, seconds, args.size, args.seed)
+    elif args.set == "hard":
         video, gt, truths, _ = write_hard_clip(args.out, args.identity, args.fps, seconds, args.type, args.size,
                                                args.seed)
     else:
@@ -91,8 +118,9 @@ def _cmd_clip(args) -> None:
     print(f"wrote {video} ({n} frames, {args.size[0]}x{args.size[1]} at {args.fps:g} fps) and {gt} "
           f"in {dt:.1f} s wall, {cpu:.1f} s CPU ({n / dt:.0f} frames/s)")
     for t in truths:
+        box = f" face {t.face_box}" if t.face_box is not None else ""
         print(f"  {t.kind:5s} {t.label or '-':8s} {t.au:16s} frames {t.onset_frame}-{t.apex_frame}-{t.offset_frame} "
-              f"({(t.offset_frame - t.onset_frame) / t.fps * 1000:.0f} ms)")
+              f"({(t.offset_frame - t.onset_frame) / t.fps * 1000:.0f} ms){box}")
 
 
 HARD_COLUMNS = ("video", "ground_truth", "identity", "person", "split", "fps", "seconds", "seed", "set",
@@ -126,12 +154,41 @@ def _cmd_clips_hard(args, names: list[str], out: Path) -> None:
     print(f"wrote {args.n} hard clips and {out / 'clips.csv'}")
 
 
+MULTI_COLUMNS = ("video", "ground_truth", "faces", "identities", "persons", "split", "fps", "seconds", "seed",
+                 "width", "height", "n_micro", "n_macro", "n_blink")
+
+
+def _cmd_clips_multi(args, out: Path) -> None:
+    """Multi-face clips: clip i shows pick_identities(faces, split or names, start=i) left to
+    right (different people first), seed args.seed * 10007 + i."""
+    seconds = _seconds(args)
+    manifest = []
+    for i in tqdm(range(args.n), desc=f"{args.faces}-face clips", unit="clip"):
+        names = pick_identities(args.faces, args.identities or args.split, start=i)
+        seed = args.seed * 10007 + i
+        video, gt, truths = write_multi_clip(out / f"clip_{i:03d}{args.ext}", names, args.fps, seconds, args.size,
+                                             seed)
+        kinds = [t.kind for t in truths]
+        manifest.append({"video": video.name, "ground_truth": gt.name, "faces": args.faces,
+                         "identities": "+".join(names), "persons": "+".join(IDENTITIES[n].person for n in names),
+                         "split": "+".join(sorted({IDENTITIES[n].split for n in names})), "fps": args.fps,
+                         "seconds": seconds, "seed": seed, "width": args.size[0], "height": args.size[1],
+                         "n_micro": kinds.count("micro"), "n_macro": kinds.count("macro"),
+                         "n_blink": kinds.count("blink")})
+    write_csv(out / "clips.csv", manifest, MULTI_COLUMNS)
+    print(f"wrote {args.n} clips of {args.faces} faces and {out / 'clips.csv'}")
+
+
 def _cmd_clips(args) -> None:
     names = identities_for(args.identities or args.split)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not 0 <= args.distractor_only <= args.n:
         raise SystemExit(f"--distractor-only must be between 0 and --n ({args.n}), got {args.distractor_only}")
+    _check_faces(args)
+    if args.faces > 1:
+        _cmd_clips_multi(args, out)
+        return
     if args.set == "hard":
         _cmd_clips_hard(args, names, out)
         return
@@ -188,7 +245,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                        help="frame rate (default 200; the hard set is made and tested for "
                             f"{', '.join(f'{f:g}' for f in HARD_FPS)})")
         p.add_argument("--seconds", type=float, default=None, help="clip length (default 10; hard set 20)")
-        p.add_argument("--size", type=_size, default=(640, 480), help="frame size WxH (default 640x480)")
+        p.add_argument("--size", type=_size, default=None,
+                       help="frame size WxH (default 640x480; with --faces N, N*640x480)")
+        p.add_argument("--faces", type=int, default=1, choices=(1,) + FACE_COUNTS,
+                       help="people side by side in the frame, each with their own events; ground truth per face "
+                            "(face_box). Standard set, mixed events (default 1)")
         p.add_argument("--events", default="mixed", choices=MODES,
                        help="standard set: mixed: micro + macro + blink; micro only; distractors: macro + blink; "
                             "none (the hard set ignores it)")
@@ -198,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     sp = sub.add_parser("clip", help="one clip + ground truth", epilog=EXAMPLES,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     sp.add_argument("--identity", default="sample_video", choices=list(IDENTITIES))
+    sp.add_argument("--identities", help="--faces N: N comma-separated identity names, left to right (default: "
+                                         "evaluation identities, different people first)")
     sp.add_argument("--type", default="hard", choices=HARD_TYPES,
                     help="hard set only: hard (everything), talking (speech + blinks), lighting (light sweeps)")
     clip_args(sp, "clips/synth_clip.avi")

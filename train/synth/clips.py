@@ -3,11 +3,13 @@
 Owns ``make_clip`` (the events of timing.schedule_events rendered lazily, frame by frame:
 the AU warp of the face ROI during events, head drift as one affine warp of the head region
 over a static background, then exposure, flicker, noise and occasional JPEG) and
-``write_clip`` (the same through output.write_rendered). The standard set's clips are these.
+``write_clip`` (the same through output.write_rendered), and ``clip_pose`` / ``ClipPose``
+(where the face is in each frame: the first draws of a clip's render seed, shared with
+train.synth.multiface, whose ground truth boxes each face). The standard set's clips are these.
 """
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -17,19 +19,19 @@ import numpy as np
 from core.events import GroundTruth
 from core.face import transform_points
 from train.synth.camera import (
-    _add_noise,
+    CameraLook,
     _apply_cast,
     _cast_gains,
     _check_size,
     _Drift,
     _face_centre,
-    _jpeg,
     _noise_bank,
     head_motion,
     head_region,
     placement,
 )
 from train.synth.config import REF_FACE_WIDTH, SynthConfig
+from train.synth.identities import FaceStill
 from train.synth.output import write_rendered
 from train.synth.rig import face_rig
 from train.synth.timing import EventPlan, _frames, schedule_events
@@ -55,6 +57,35 @@ def make_clip(identity: str = "sample_video", fps: float = 200.0, seconds: float
     return _render_clip(identity, plans, n, fps, size, render_seed, cfg), truths
 
 
+@dataclass(frozen=True)
+class ClipPose:
+    """Where a standard clip's face is: the still -> frame placement (3x3), the face centre
+    in the frame, the head's slow drift and the face's jaw width in the frame. ``at(t)``:
+    the still -> frame transform at t s, the one the renderer warps the head with."""
+
+    place: np.ndarray
+    centre: np.ndarray
+    drift: _Drift
+    face_width: float
+
+    def at(self, t: float) -> np.ndarray:
+        dx, dy, ang, dz = self.drift.at(t)
+        return head_motion(dx, dy, ang, dz, self.centre) @ self.place
+
+
+def clip_pose(still: FaceStill, size: tuple[int, int], rng: np.random.Generator, cfg: SynthConfig) -> ClipPose:
+    """The first draws of a standard clip's render seed: face size, roll and offset in the
+    frame, then the drift. The renderer and anything that needs the face's position in a
+    frame (train.synth.multiface's face boxes) draw them the same way."""
+    scale_to_frame = min(size[0] / 640, size[1] / 480)
+    face_w = float(rng.uniform(*cfg.face_width)) * scale_to_frame
+    place = placement(still, size, face_w, float(rng.uniform(-cfg.pose_deg, cfg.pose_deg)),
+                      (float(rng.uniform(-1, 1)) * cfg.offset_frac[0] * size[0],
+                       float(rng.uniform(-1, 1)) * cfg.offset_frac[1] * size[1]))
+    centre = transform_points(_face_centre(still.landmarks)[None], place[:2])[0]
+    return ClipPose(place, centre, _Drift(rng, cfg), face_w)
+
+
 def _render_clip(identity: str, plans: list[EventPlan], n: int, fps: float, size: tuple[int, int],
                  seed, cfg: SynthConfig) -> Iterator[np.ndarray]:
     """Frames of a clip. The scene (still placed in the frame) is rendered once; per frame
@@ -64,19 +95,12 @@ def _render_clip(identity: str, plans: list[EventPlan], n: int, fps: float, size
     rng = np.random.default_rng(seed)
     rig = face_rig(identity)
     still = rig.still
-    scale_to_frame = min(size[0] / 640, size[1] / 480)
-    face_w = float(rng.uniform(*cfg.face_width)) * scale_to_frame
-    place = placement(still, size, face_w, float(rng.uniform(-cfg.pose_deg, cfg.pose_deg)),
-                      (float(rng.uniform(-1, 1)) * cfg.offset_frac[0] * size[0],
-                       float(rng.uniform(-1, 1)) * cfg.offset_frac[1] * size[1]))
+    pose = clip_pose(still, size, rng, cfg)
+    place, centre, drift, face_w = pose.place, pose.centre, pose.drift, pose.face_width
     lm_frame = transform_points(still.landmarks, place[:2])
-    centre = transform_points(_face_centre(still.landmarks)[None], place[:2])[0]
-    drift = _Drift(rng, cfg)
     base = _apply_cast(still.image, _cast_gains(rng, cfg.colour_cast))
     bank = _noise_bank(rng, size, float(rng.uniform(*cfg.noise_sigma)))
-    gain0 = float(rng.uniform(*cfg.clip_gain))
-    slow_w, slow_p = 2 * np.pi / rng.uniform(3, 10), rng.uniform(0, 2 * np.pi)
-    fl_w, fl_p = 2 * np.pi * rng.uniform(*cfg.flicker_hz), rng.uniform(0, 2 * np.pi)
+    look = CameraLook(rng, cfg, bank)
     fields = {i: rig.field(p.aus, p.sides) for i, p in enumerate(plans)}
 
     scene = cv2.warpAffine(base, place[:2], size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -107,13 +131,7 @@ def _render_clip(identity: str, plans: list[EventPlan], n: int, fps: float, size
                               borderMode=cv2.BORDER_REPLICATE)
         frame = scene.copy()
         frame[y0:y1, x0:x1] = cv2.blendLinear(head, background, mask, inv_mask)
-        gain = gain0 * (1 + cfg.light_drift * (math.sin(slow_w * t + slow_p) - math.sin(slow_p))
-                        + cfg.flicker * math.sin(fl_w * t + fl_p))
-        if gain != 1.0:
-            frame = cv2.convertScaleAbs(frame, alpha=gain)
-        frame = _add_noise(frame, bank, rng)
-        if cfg.jpeg_fraction > 0 and rng.random() < cfg.jpeg_fraction:
-            frame = _jpeg(frame, int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1)))
+        frame = look.apply(frame, t, rng)
         yield frame
 
 

@@ -16,12 +16,11 @@ import numpy as np
 
 from core.face import transform_points
 from train.synth.camera import (
-    _add_noise,
+    CameraLook,
     _apply_cast,
     _cast_gains,
     _Drift,
     _face_centre,
-    _jpeg,
     _noise_bank_blurred,
     head_motion,
     head_region,
@@ -57,9 +56,7 @@ def _render_tracks(identity: str, tracks: list[Track], n: int, fps: float, size:
     drift = _Drift(rng, cam)
     base = _apply_cast(still.image, _cast_gains(rng, cam.colour_cast))
     bank = _noise_bank_blurred(rng, size, float(rng.uniform(*cam.noise_sigma)), noise_blur)
-    gain0 = float(rng.uniform(*cam.clip_gain))
-    slow_w, slow_p = 2 * np.pi / rng.uniform(3, 10), rng.uniform(0, 2 * np.pi)
-    fl_w, fl_p = 2 * np.pi * rng.uniform(*cam.flicker_hz), rng.uniform(0, 2 * np.pi)
+    look = CameraLook(rng, cam, bank)
     breath_a = float(rng.uniform(*breathing_px)) * to_frame
     breath_w, breath_p = 2 * np.pi * rng.uniform(0.2, 0.33), rng.uniform(0, 2 * np.pi)
     knot_s = 0.1
@@ -170,13 +167,7 @@ def _render_tracks(identity: str, tracks: list[Track], n: int, fps: float, size:
                 g *= 1.0 + np.float32(tr.params["strength"] * tr.curves["env"][k]) * prof
             g = cv2.resize(g, size, interpolation=cv2.INTER_LINEAR)
             frame = cv2.multiply(frame, cv2.merge([g, g, g]), dtype=cv2.CV_8U)
-        gain = gain0 * (1 + cam.light_drift * (math.sin(slow_w * t + slow_p) - math.sin(slow_p))
-                        + cam.flicker * math.sin(fl_w * t + fl_p))
-        if gain != 1.0:
-            frame = cv2.convertScaleAbs(frame, alpha=gain)
-        frame = _add_noise(frame, bank, rng)
-        if cam.jpeg_fraction > 0 and rng.random() < cam.jpeg_fraction:
-            frame = _jpeg(frame, int(rng.integers(cam.jpeg_quality[0], cam.jpeg_quality[1] + 1)))
+        frame = look.apply(frame, t, rng)
         yield frame
 
 
