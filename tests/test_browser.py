@@ -304,3 +304,28 @@ def test_vp8_fallback_plays_in_chromium(browser, tmp_path):
     played = page.evaluate(VIDEO_PLAYS_JS, "#v")
     assert played.get("error") is None and played["videoWidth"] == 320 and played["advanced"] > 0.2, played
     ctx.close()
+
+
+def test_recording_tab_shows_each_faces_events(server, browser, tmp_path_factory):
+    """Two people side by side (train.synth.multiface, 30 fps): the page's events table
+    lists events of both faces (#0 and #1), each face followed on its own."""
+    from train.synth.multiface import pick_identities, write_multi_clip
+
+    d = tmp_path_factory.mktemp("two-faces")
+    clip = d / "two_faces.avi"
+    write_multi_clip(clip, pick_identities(2), fps=30, seconds=9.0, seed=5)
+    page = open_page(browser, server["url"])
+    page.get_by_role("tab", name="Recording").click()
+    page.locator("#upload input[type=file]").set_input_files(str(clip))
+    page.wait_for_selector("#upload >> text=two_faces.avi")
+    page.locator("#analyse").click()
+    page.wait_for_function("() => /micro|macro/.test(document.querySelector('#rec-events')?.innerText || '')",
+                           timeout=120_000)
+    table = page.locator("#rec-events").inner_text()
+    faces = {cell for cell in table.split() if cell in ("#0", "#1", "#2")}
+    shot = os.environ.get("MOEXT_SCREENSHOT_FACES")
+    if shot:
+        page.screenshot(path=shot, full_page=True)
+    assert faces == {"#0", "#1"}, table
+    assert event_rows(table) >= 4, table
+    page.context.close()

@@ -56,22 +56,31 @@ def is_inside(path: Path, root: Path) -> bool:
         return False
 
 
-def signal_figure(t: np.ndarray, value: np.ndarray, threshold: np.ndarray, events: list[Event], title: str):
-    """Matplotlib figure: the spotter's score (motion in multiples of the face's calm level;
-    nan = no face, log scale), its threshold, and each
-    spotted interval shaded (micro amber, macro grey) with its label at the apex."""
+FACE_COLOURS = ("#1f5fa8", "#2a9d55", "#8e44ad", "#d35400")
+
+
+def signal_figure(t: np.ndarray, scores: dict, threshold: np.ndarray, events: list[Event], title: str):
+    """Matplotlib figure: each face's spotter score (motion in multiples of that face's calm
+    level; ``scores``: face id -> values at ``t``, nan = not followed; log scale), the
+    threshold, and each spotted interval shaded (micro amber, macro grey) with its label at
+    the apex (and its face, when there are several)."""
     fig = Figure(figsize=(9, 3.2), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     for e in events:
         colour = "#f0a020" if e.kind == "micro" else "#9a9a9a"
         ax.axvspan(e.onset_t, max(e.offset_t, e.onset_t + 1e-3), color=colour, alpha=0.35, lw=0)
-    ax.plot(t, value, lw=1.0, color="#1f5fa8", label="motion score")
+    several = len(scores) > 1
+    for n, (face, value) in enumerate(sorted(scores.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))):
+        ax.plot(t, value, lw=1.0, color=FACE_COLOURS[n % len(FACE_COLOURS)],
+                label=f"face #{face} motion score" if several else "motion score")
     if np.isfinite(threshold).any():
         ax.plot(t, threshold, lw=0.9, ls="--", color="#c03030", label="threshold")
-    top = np.nanmax(value) if np.isfinite(value).any() else 1.0
+    finite = [v[np.isfinite(v)] for v in scores.values()]
+    top = max((float(v.max()) for v in finite if v.size), default=1.0)
     for e in events:
         conf = e.probs.get(e.label) if e.label else None
-        text = f"{e.kind}: {e.label or 'no label'}" + (f" {conf:.2f}" if conf is not None else "")
+        text = (f"#{e.face_id} " if several and e.face_id is not None else "") \
+            + f"{e.kind}: {e.label or 'no label'}" + (f" {conf:.2f}" if conf is not None else "")
         ax.annotate(text, (e.apex_t, top), xytext=(0, 2), textcoords="offset points", ha="center",
                     va="bottom", fontsize=8, rotation=0, clip_on=False)
     ax.set_xlabel("time (s)")
@@ -89,17 +98,23 @@ def signal_figure(t: np.ndarray, value: np.ndarray, threshold: np.ndarray, event
 
 
 class SignalTrace:
-    """Sink keeping the per-frame motion signal in memory for the plot (bounded by the
-    frame limit of an upload)."""
+    """Sink keeping each face's per-frame motion score in memory for the plot (bounded by
+    the frame limit of an upload)."""
 
     def __init__(self) -> None:
         self.t: list[float] = []
-        self.value: list[float] = []
+        self.scores: dict[int | None, list[float]] = {}   # face id -> score per frame (nan: not followed)
         self.threshold: list[float] = []
 
     def handle(self, r) -> None:
+        n = len(self.t)
         self.t.append(r.t)
-        self.value.append(np.nan if r.score is None else r.score)
+        for f in r.faces:
+            col = self.scores.setdefault(f.face_id, [np.nan] * n)
+            col.append(np.nan if f.score is None else f.score)
+        for col in self.scores.values():
+            if len(col) == n:
+                col.append(np.nan)
         self.threshold.append(np.nan if r.threshold is None else r.threshold)
 
     def handle_events(self, events) -> None:
@@ -108,8 +123,10 @@ class SignalTrace:
     def close(self) -> None:
         pass
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return (np.asarray(self.t, float), np.asarray(self.value, float), np.asarray(self.threshold, float))
+    def arrays(self) -> tuple[np.ndarray, dict, np.ndarray]:
+        """(t, {face id: scores}, threshold); one all-nan line when no face was followed."""
+        scores = {k: np.asarray(v, float) for k, v in self.scores.items()} or {None: np.full(len(self.t), np.nan)}
+        return np.asarray(self.t, float), scores, np.asarray(self.threshold, float)
 
 
 # ---------------------------------------------------------------------------------------
@@ -373,8 +390,8 @@ class WebApp:
         if summary.faults:
             notes.append("faults: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.faults.items())))
         events = pipe.events
-        t, value, threshold = trace.arrays()
-        fig = signal_figure(t, value, threshold, events, f"{name or video.name}: motion signal and spotted events")
+        t, scores, threshold = trace.arrays()
+        fig = signal_figure(t, scores, threshold, events, f"{name or video.name}: motion signal and spotted events")
         return RecordingResult(video=writer.path, events=events, events_path=sinks[2].path,
                                signal_path=sinks[1].path, figure=fig, summary=summary,
                                table=events_table([event_row(e, "final") for e in events]), notes=notes)

@@ -172,6 +172,10 @@ def _draw_face(img: np.ndarray, mark: FaceMark, s: float, lw: int) -> None:
     x0, y0, x1, y1 = int(b.left), int(b.top), int(b.right), int(b.bottom)
     cv2.rectangle(img, (x0, y0), (x1, y1), colour, lw + 1, cv2.LINE_AA)
     _text(img, f"#{mark.face_id}", (x0, max(int(14 * s), y0 - int(6 * s))), 0.6 * s, colour, lw)
+    if mark.landmarks is not None and len(mark.landmarks) == 68:
+        for i in (7, 8, 24, 39, 42):
+            x, y = mark.landmarks[i]
+            cv2.circle(img, (int(x), int(y)), max(1, lw), CYAN, -1, cv2.LINE_AA)
     if mark.score is not None and mark.threshold and np.isfinite(mark.score):
         fill = float(np.clip(mark.score / (2.0 * mark.threshold), 0.0, 1.0))
         bw = max(3, int(6 * s))
@@ -191,10 +195,6 @@ def _draw_face(img: np.ndarray, mark: FaceMark, s: float, lw: int) -> None:
         ty = min(img.shape[0] - int(4 * s), y1 + th + int(8 * s))
         _panel(img, x0, ty - th - int(5 * s), x0 + tw + int(8 * s), ty + int(5 * s), 0.6)
         _text(img, text, (x0 + int(4 * s), ty), scale, class_colour(ev.label), lw, bg=False)
-    if mark.landmarks is not None and len(mark.landmarks) == 68:
-        for i in (7, 8, 24, 39, 42):
-            x, y = mark.landmarks[i]
-            cv2.circle(img, (int(x), int(y)), max(1, lw), CYAN, -1, cv2.LINE_AA)
 
 
 def _draw_curve(img: np.ndarray, view: OverlayView, s: float, lw: int) -> None:
