@@ -117,7 +117,7 @@ def test_gradients_reach_the_trunk_from_each_loss():
     apex = torch.randn(n, m, 3, 224, 224)
     # eps 3 > max distance 2 between unit vectors: every hinge is active, so L_st has a gradient
     out = losses.pretrain_losses(model, onset, apex, targets, eps=3.0)
-    assert set(out) == {"total", "re", "st", "ss"}
+    assert set(out) == {"total", "re", "st", "ss", "st_active"} and out["st_active"].item() == 1.0
     w = model.separator.trunk.conv1.weight
     for name in ("re", "st", "ss"):
         (g,) = torch.autograd.grad(out[name], w, retain_graph=True)
@@ -160,3 +160,16 @@ def test_reconstruction_target_apex_by_default_views_as_variant():
     assert a["ss"].item() == pytest.approx(va["ss"].item(), rel=1e-5)
     with pytest.raises(ValueError, match="recon_target"):
         losses.pretrain_losses(model, onset, apex, targets, recon_target="augmented")
+
+
+def test_l_st_hinge_is_inactive_at_initialisation_with_the_papers_margin():
+    """What the README reports: at the paper's margins (0.2-0.5) no L_st term is active on a
+    freshly initialised network (shape features sit near their mean, far from their texture
+    features), so L_st is 0 and gives no gradient; st_active says so."""
+    torch.manual_seed(0)
+    model = MoExtPretrainer(MoExtConfig(width=0.25)).train()
+    n, m = 2, 3
+    onset = torch.randn(n, m, 3, 224, 224)
+    apex = onset + 0.1 * torch.randn_like(onset)
+    out = losses.pretrain_losses(model, onset, apex, torch.rand(n, m, 3, 224, 224), eps=0.5)
+    assert out["st"].item() == 0.0 and out["st_active"].item() == 0.0

@@ -91,7 +91,8 @@ def pretrain_losses(model, onset_views: torch.Tensor, apex_views: torch.Tensor, 
                     eps: float = EPS, a1: float = A1, a2: float = A2,
                     recon_target: str = "apex") -> dict[str, torch.Tensor]:
     """Run a MoExtPretrainer on one batch of expansion sets and return
-    {"total", "re", "st", "ss"} (scalars; "total" carries the gradients).
+    {"total", "re", "st", "ss", "st_active"} (scalars; "total" carries the gradients;
+    "st_active": the share of instances whose L_st hinge is above zero).
 
     onset_views, apex_views: (n, m, 3, H, W) normalised; apex_targets: (n, m, 3, H, W) apex
     views in [0, 1]. F runs on all 2nm frames (L_st and L_ss use every instance).
@@ -132,4 +133,7 @@ def pretrain_losses(model, onset_views: torch.Tensor, apex_views: torch.Tensor, 
     z_anchor = z[-1].float()                                # (D,)
     l_st = shape_texture_loss(z_shape, z_texture, z_anchor, eps)
     l_ss = shape_consistency_loss(z_shape, eps)
-    return {"total": total_loss(l_re, l_st, l_ss, a1, a2), "re": l_re, "st": l_st, "ss": l_ss}
+    with torch.no_grad():   # share of instances whose L_st hinge is active (0: L_st gives no gradient)
+        st_active = (_dist(z_anchor.reshape(1, 1, -1), z_shape) - _dist(z_shape, z_texture) + eps > 0).float().mean()
+    return {"total": total_loss(l_re, l_st, l_ss, a1, a2), "re": l_re, "st": l_st, "ss": l_ss,
+            "st_active": st_active}

@@ -251,7 +251,7 @@ def pretrain(rows, out_dir: str | Path, width: float = 1.0, cfg: PretrainConfig 
         t0 = time.perf_counter()
         train_mode(objective, cfg.freeze_bn)
         sampler.set_epoch(epoch)
-        sums, steps = {"total": 0.0, "re": 0.0, "st": 0.0, "ss": 0.0}, 0
+        sums, steps = {"total": 0.0, "re": 0.0, "st": 0.0, "ss": 0.0, "st_active": 0.0}, 0
         bar = tqdm_bar(loader, info, desc=f"pretrain {epoch + 1}/{cfg.epochs}", unit="batch", quiet=quiet)
         for idx, onset_u8, apex_u8 in bar:  # (n,), (n, 3, 224, 224) uint8 x2
             onset_v, apex_v, target = ds.prepare_batch(onset_u8, apex_u8, idx, epoch, device)  # (n, m, 3, H, W)
@@ -272,7 +272,8 @@ def pretrain(rows, out_dir: str | Path, width: float = 1.0, cfg: PretrainConfig 
             bar.set_postfix(loss=f"{sums['total'] / steps:.4f}")
         means = mean_across(info, {k: v / max(steps, 1) for k, v in sums.items()}, device)
         record = {"epoch": epoch + 1, "loss": means["total"], "l_re": means["re"], "l_st": means["st"],
-                  "l_ss": means["ss"], "steps": steps, "lr": cfg.lr, "time_s": round(time.perf_counter() - t0, 2)}
+                  "l_ss": means["ss"], "l_st_active": means["st_active"], "steps": steps, "lr": cfg.lr,
+                  "time_s": round(time.perf_counter() - t0, 2)}
         if info.is_main:
             append_jsonl(log_path, record)
             save_checkpoint(ckpt_path, unwrap(model), model_cfg,
