@@ -108,6 +108,42 @@ def test_worker_runs_the_real_recognizer_off_the_calling_thread(tiny_recognizer)
     assert r.compute_ms > 0 and r.ready_at >= r.submitted_at
 
 
+def test_pairs_of_faces_on_one_frame_go_to_the_engine_in_one_batch(tiny_recognizer):
+    """Two faces' apexes confirmed on the same frame: one EventBook.submit_jobs, one engine
+    call with both pairs, each result back on its own face's event."""
+    from realtime.stages.eventbook import EventBook
+    from realtime.stages.framebuffer import BufferedFrame, FrameBuffer
+    from realtime.stages.spotter import SpotUpdate
+
+    w = RecognitionWorker(tiny_recognizer)
+    faults = []
+    book = EventBook("two", 30.0, w, lambda kind, *a, **k: faults.append(kind))
+    rng = np.random.default_rng(0)
+    buffers = {}
+    for face in (0, 1):
+        buf = FrameBuffer(30.0, 1.0)
+        for i in range(10):
+            m = np.array([[1.0, 0, 0], [0, 1.0, 0]])
+            buf.add(BufferedFrame(i, i / 30, 0.0, rng.integers(0, 255, (240, 240, 3), dtype=np.uint8), (0, 0), m,
+                                  (100 * face, 0, 200, 200)))
+        buffers[face] = buf
+        u = SpotUpdate(stage="apex", event_id=1, onset_frame=2, apex_frame=7, offset_frame=None, kind=None,
+                       peak_motion=1.0, onset_t=2 / 30, apex_t=7 / 30, offset_t=None, decided_frame=8, decided_t=8 / 30)
+        book.on_update(u, 0.0, face_id=face, rule="megc", buffer=buf)
+    assert w.stats()["submitted"] == 0           # cut, not yet handed over
+    book.submit_jobs()
+    deadline = time.monotonic() + 60
+    while w.pending and time.monotonic() < deadline:
+        time.sleep(0.01)
+    book.collect()
+    assert w.stats()["batches"] == 1 and w.stats()["largest_batch"] == 2
+    events = book.emit_ready()
+    assert sorted(e.face_id for e in events) == [0, 1] and all(e.label for e in events)
+    assert {e.face_id: e.face_box for e in events} == {0: [0, 0, 200, 200], 1: [100, 0, 200, 200]}
+    assert not faults
+    w.close()
+
+
 def test_worker_survives_a_recognizer_that_raises():
     engine = _Failing()
     w = RecognitionWorker(engine)

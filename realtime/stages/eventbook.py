@@ -79,6 +79,7 @@ class EventBook:
         self.events: deque[Event] = deque(maxlen=keep_events)
         self.counts = {"events": 0, "micro": 0, "macro": 0, "unlabelled": 0}
         self.open: dict[tuple, _Open] = {}   # (face_id, onset_frame) -> open event
+        self._jobs: list = []                # (job, on_drop) cut this frame, not yet submitted
         self.last_event: Event | None = None
         self.last_by_face: dict[int | None, Event] = {}
         self.by_face: dict[int | None, dict[str, int]] = {}   # face_id -> final events, micro, macro
@@ -148,10 +149,21 @@ class EventBook:
         a, b = align_pair(onset.region, apex.region, shift_transform(m, onset.offset),
                           apex_transform=shift_transform(m, apex.offset))
         ev.awaiting_label = True
-        if not self.worker.submit(RecognitionJob(key=(ev.face_id, ev.onset_frame, ev.apex_frame), onset_rgb=a,
-                                                 apex_rgb=b)):
-            self._fault("recognition_dropped", f"{self.source_name}: recognition queue full, a pair was dropped")
-            no_label()
+        self._jobs.append((RecognitionJob(key=(ev.face_id, ev.onset_frame, ev.apex_frame), onset_rgb=a, apex_rgb=b),
+                           no_label))
+
+    def submit_jobs(self) -> None:
+        """Hand the pairs cut since the last call to the worker as one batch (the faces whose
+        apexes came on the same frame share one engine call). The pipeline calls it once per
+        frame, after the spotters' updates."""
+        if not self._jobs:
+            return
+        jobs, self._jobs = self._jobs, []
+        if not self.worker.submit_many([job for job, _ in jobs]):
+            self._fault("recognition_dropped", f"{self.source_name}: recognition queue full, "
+                                               f"{len(jobs)} pair(s) dropped", count=len(jobs))
+            for _, no_label in jobs:
+                no_label()
 
     def _on_result(self, r: RecognitionResult) -> float:
         """Attach a worker result to its event; returns the recogniser's compute time."""

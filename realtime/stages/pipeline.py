@@ -503,6 +503,7 @@ class Pipeline:
         for u, lane in updates:
             self.book.on_update(u, frame.captured_at, face_id=lane.face_id, rule=lane.spotter.config.rule,
                                 buffer=lane.buffer)
+        self.book.submit_jobs()       # this frame's pairs, all faces, in one batch
 
         # 5. collect recognition results
         infer_ms = self.book.collect()
@@ -549,6 +550,7 @@ class Pipeline:
             for u in lane.spotter.finish():
                 self.book.on_update(u, last.captured_at if last is not None else time.perf_counter(),
                                     face_id=lane.face_id, rule=lane.spotter.config.rule, buffer=lane.buffer)
+        self.book.submit_jobs()
         for ms in self.book.close_worker(wait=wait, timeout=timeout):
             self.stats["infer"].add(ms)
         out = self.book.flush()

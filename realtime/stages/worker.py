@@ -83,6 +83,8 @@ class RecognitionWorker:
         self._pending = 0
         self._idle = threading.Condition(self._lock)
         self.submitted = 0
+        self.batches = 0              # engine calls made
+        self.largest_batch = 0
         self.completed = 0
         self.dropped = 0
         self.faults = 0
@@ -95,20 +97,28 @@ class RecognitionWorker:
     # -- frame-loop side -------------------------------------------------------------
     def submit(self, job: RecognitionJob) -> bool:
         """Queue a job without blocking; False (and ``dropped`` += 1) when the queue is full."""
+        return self.submit_many([job])
+
+    def submit_many(self, jobs: list[RecognitionJob]) -> bool:
+        """Queue jobs that coincide (the pairs of several faces on one frame) as ONE entry:
+        they go to the engine in one batch call. Never blocks; False (and ``dropped`` +=
+        len(jobs)) when the queue is full."""
         if self._closed:
             raise RuntimeError("RecognitionWorker is closed")
+        if not jobs:
+            return True
         with self._lock:
-            self._pending += 1
+            self._pending += len(jobs)
         try:
-            self._jobs.put_nowait(job)
+            self._jobs.put_nowait(list(jobs))
         except queue.Full:
             with self._lock:
-                self._pending -= 1
-                self.dropped += 1
+                self._pending -= len(jobs)
+                self.dropped += len(jobs)
                 self._idle.notify_all()
-            log.warning("recognition queue full (%d jobs): a pair was dropped", self._jobs.maxsize)
+            log.warning("recognition queue full (%d entries): %d pair(s) dropped", self._jobs.maxsize, len(jobs))
             return False
-        self.submitted += 1
+        self.submitted += len(jobs)
         return True
 
     def poll(self) -> list[RecognitionResult]:
@@ -151,24 +161,25 @@ class RecognitionWorker:
                 break
             if job is not None:
                 with self._lock:
-                    self._pending -= 1
+                    self._pending -= len(job)
                     self._idle.notify_all()
         self._jobs.put(None)
         self._thread.join(timeout=timeout if wait else 1.0)
         return results + self.poll()
 
     def stats(self) -> dict:
-        return {"submitted": self.submitted, "completed": self.completed, "dropped": self.dropped,
+        return {"submitted": self.submitted, "batches": self.batches, "largest_batch": self.largest_batch,
+                "completed": self.completed, "dropped": self.dropped,
                 "faults": self.faults, "pending": self.pending, "last_error": self.last_error}
 
     # -- worker side -------------------------------------------------------------------
     def _run(self) -> None:
         while True:
-            job = self._jobs.get()
-            if job is None:
+            entry = self._jobs.get()          # a list of jobs submitted together
+            if entry is None:
                 return
-            batch = [job]
-            while len(batch) < self.max_batch:
+            batch = list(entry)
+            while len(batch) < self.max_batch:   # and whatever else is waiting
                 try:
                     nxt = self._jobs.get_nowait()
                 except queue.Empty:
@@ -176,7 +187,9 @@ class RecognitionWorker:
                 if nxt is None:
                     self._jobs.put(None)  # keep the stop signal for the loop
                     break
-                batch.append(nxt)
+                batch.extend(nxt)
+            self.batches += 1
+            self.largest_batch = max(self.largest_batch, len(batch))
             self._run_batch(batch)
 
     def _run_batch(self, batch: list[RecognitionJob]) -> None:
