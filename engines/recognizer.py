@@ -97,7 +97,7 @@ class Recognizer:
     @classmethod
     def load(cls, spec: str | Path = "auto", device: str = "auto", *, engine: str = "best",
              threads: int | None = None, expect_hash: str | None = None, compile: bool = False,
-             calib: str | Path | None = None) -> "Recognizer":
+             calib: str | Path | None = None, spin: bool = True) -> "Recognizer":
         """Load weights or an engine file.
 
         spec: "auto" (the demo weights), a .safetensors checkpoint, a .onnx graph, a
@@ -106,7 +106,8 @@ class Recognizer:
         (checkpoints only): "best" or one of cuda, onnx, onnx-int8 (quantised here on
         ``calib`` or the bundled video), torch. threads: CPU threads (default: physical cores).
         expect_hash: refuse an engine file built from other weights. compile: let the
-        CUDA runner use torch.compile (persistent cache)."""
+        CUDA runner use torch.compile (persistent cache). spin: ONNX Runtime's threads
+        spin-wait for work (faster alone, but they burn the cores a frame loop needs)."""
         if is_triton_spec(spec):
             if device != "auto":
                 log.info("%s: the server picks its own device; device=%r is ignored", spec, device)
@@ -132,23 +133,25 @@ class Recognizer:
             if device.startswith("cuda"):
                 log.warning("%s: ONNX files run on the CPU (ONNX Runtime); for the GPU load the checkpoint or a "
                             "TensorRT plan", path)
-            runner = OrtRunner(path, threads=threads)
+            runner = OrtRunner(path, threads=threads, spin=spin)
             _check_hash(runner, expect_hash, "onnx")
             return cls(runner)
         if kind == "tensorrt":
 
             return cls(TensorRTRunner(path, device="cuda" if device == "auto" else device, expect_hash=expect_hash))
-        return cls._from_checkpoint(path, device, engine, threads=threads, compile=compile, calib=calib)
+        return cls._from_checkpoint(path, device, engine, threads=threads, compile=compile, calib=calib, spin=spin)
 
     @classmethod
-    def _from_checkpoint(cls, path: Path, device: str, engine: str, *, threads, compile, calib) -> "Recognizer":
+    def _from_checkpoint(cls, path: Path, device: str, engine: str, *, threads, compile, calib,
+                         spin: bool = True) -> "Recognizer":
 
         order = engine_order(engine, device, _cuda_available())
         graph, info = load_checkpoint_graph(path)  # a corrupt checkpoint raises CheckpointError here
         fallbacks = []
         for i, name in enumerate(order):
             try:
-                runner = _make_runner(name, graph, info, device, threads=threads, compile=compile, calib=calib)
+                runner = _make_runner(name, graph, info, device, threads=threads, compile=compile, calib=calib,
+                                      spin=spin)
             except Exception as e:
                 if i == len(order) - 1:
                     raise
@@ -225,7 +228,7 @@ def _check_hash(runner: Runner, expect_hash: str | None, engine: str) -> None:
                           f"{BUILD_HINT.format(engine=engine, out=where)}")
 
 
-def _make_runner(name: str, graph, info, device: str, *, threads, compile, calib) -> Runner:
+def _make_runner(name: str, graph, info, device: str, *, threads, compile, calib, spin: bool = True) -> Runner:
     """Build one runner for an already loaded checkpoint graph."""
     if name == "torch":
 
@@ -236,17 +239,17 @@ def _make_runner(name: str, graph, info, device: str, *, threads, compile, calib
         # A copy: the runner casts to fp16 in place, and a fallback needs the fp32 graph.
         return CudaRunner(copy.deepcopy(graph), info, device="cuda" if device == "auto" else device, compile=compile)
     if name in ("onnx", "onnx-int8"):
-        return _cached_ort_runner(graph, info, int8=name == "onnx-int8", threads=threads, calib=calib)
+        return _cached_ort_runner(graph, info, int8=name == "onnx-int8", threads=threads, calib=calib, spin=spin)
     raise ValueError(f"unknown engine {name!r}")
 
 
-def _cached_ort_runner(graph, info, *, int8: bool, threads, calib) -> Runner:
+def _cached_ort_runner(graph, info, *, int8: bool, threads, calib, spin: bool = True) -> Runner:
     """ONNX Runtime on the checkpoint's export in the user's cache dir (made once per
     checkpoint hash; a damaged cache file is rebuilt once)."""
     for attempt in range(2):
         path = cached_export(graph, info, "int8" if int8 else "fp32", calib=calib)
         try:
-            runner = OrtRunner(path, threads=threads)
+            runner = OrtRunner(path, threads=threads, spin=spin)
         except EngineError:
             if attempt:
                 raise
@@ -272,7 +275,10 @@ def load_engine(spec: str | Path | None, device: str = "auto", **load_kw) -> tup
     Returns (recognizer, note). ``None``/"none": (None, "spotting only ..."): events are found
     and carry no label. "auto" with the demo weights missing: (None, why), so spotting still
     runs, and the note says how to get labels. Anything else is ``Recognizer.load(spec,
-    device, **load_kw)``, whose errors (a missing or corrupt file, wrong weights) propagate."""
+    device, **load_kw)``, whose errors (a missing or corrupt file, wrong weights) propagate.
+    The front ends run the engine beside a frame loop on the same cores, so ONNX Runtime's
+    threads do not spin-wait here (``spin=False`` unless given; README, "Latency benchmark")."""
+    load_kw.setdefault("spin", False)
     if spec is None or str(spec).strip().lower() in ("", "none"):
         return None, "spotting only (--engine none): events carry no label"
     try:

@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 
 from conftest import chromium_path
-from engines.recognizer import DEMO_WEIGHTS, Recognizer
+from engines.recognizer import load_engine
 from realtime.frontends.webapp import build_app
 from realtime.frontends.webcodec import BrowserVideoWriter
 from realtime.frontends.websession import WebConfig
@@ -165,8 +165,8 @@ def server(media, tmp_path_factory):
     gradio_tmp = tmp_path_factory.mktemp("gradio")
     old = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(gradio_tmp)
-    # the bundled demo weights, as a user gets them (eager torch: no ONNX export to wait for)
-    rec = Recognizer.load(str(DEMO_WEIGHTS), device="cpu", engine="torch")
+    # the bundled demo weights on the default engine, as a user gets them (run_live.py --gradio)
+    rec, _ = load_engine("auto", "cpu")
     demo = build_app(WebConfig(), rec)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False,

@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--tracker", choices=TRACKER_KINDS, default="fast", help="face tracker (default fast)")
     ap.add_argument("--max-faces", type=int, default=MAX_FACES, metavar="N",
                     help=f"faces the live path follows (default {MAX_FACES}, as run_live.py)")
+    ap.add_argument("--spin", action="store_true",
+                    help="let ONNX Runtime's threads spin-wait for work, as engines.bench does (the live path's "
+                         "default is not to: they would take the cores the frame loop needs)")
     ap.add_argument("--faces-cost", action="store_true",
                     help="also measure what each additional face costs per frame (a generated 3-face clip at 1, 2 "
                          "and 3 faces followed; about 2 minutes more)")
@@ -204,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.max_faces < 1:
             raise ValueError(f"--max-faces must be 1 or more, got {a.max_faces}")
         cfg = BenchConfig(video=a.video, fps=a.fps, engine=a.engine, width=a.width, tracker=a.tracker,
-                          max_faces=a.max_faces, faces_cost=a.faces_cost,
+                          max_faces=a.max_faces, faces_cost=a.faces_cost, spin=a.spin,
                           device=a.device, warmup=a.warmup, max_frames=a.max_frames,
                           draw="every" if a.draw_every_frame else "off" if a.no_draw else "display",
                           compare=a.compare, compare_frames=a.compare_frames,

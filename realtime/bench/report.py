@@ -102,7 +102,7 @@ def build_report(clip: Clip, cfg: BenchConfig, engine: Engine, warm: dict, m: Me
                    "header_frames": m.source.get("header_frames"),
                    "ground_truth": None if clip.truth_path is None else clip.truth_path.name,
                    "end_reason": m.source.get("end_reason")},
-        "settings": {"tracker": cfg.tracker, "max_faces": cfg.max_faces, "engine": engine.spec, "device": cfg.device,
+        "settings": {"tracker": cfg.tracker, "max_faces": cfg.max_faces, "spin": cfg.spin, "engine": engine.spec, "device": cfg.device,
                      "warmup_frames": warm["frames"], "max_frames": cfg.max_frames,
                      "draw": s.draw, "drawn_frames": stages["draw"]["n"],
                      "redetect_every": PipelineConfig().redetect_every,

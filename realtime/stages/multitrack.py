@@ -184,10 +184,8 @@ class MultiFaceTracker:
     def _detect_and_match(self, frame, gray, detect_ms: dict, per_face: dict, fresh: dict[int, _Face],
                           partial: bool) -> set[int]:
         """One detection: keep the followed faces it confirms, lose the others, take new ones.
-        A confirmed face goes on from its own landmarks (the detector's box would move the
-        landmarks of a still face): those fitted on this frame (``fresh``) as they are, the
-        others re-fitted from their previous landmark box; a face whose checks failed on this
-        frame is re-fitted on the detector's box."""
+        A confirmed face whose landmarks were fitted on this frame already (``fresh``) keeps
+        them; the others are re-fitted on the detector's box."""
         cfg = self.config
         boxes = self._detect(frame, detect_ms, partial)
         if partial and any(same_subject(boxes, f.box, cfg.match_iou, cfg.same_place) is None for f in self._faces):
@@ -213,8 +211,9 @@ class MultiFaceTracker:
                 kept.append(fresh[f.face_id])
                 confirmed.add(f.face_id)
                 continue
-            start = box_from_landmarks(f.lm) if partial else match   # periodic check, or its checks failed
-            lm, patch, problem = follow_landmarks(self.landmarks, cfg, frame, gray, start, t, f.lm, None)
+            # re-fitted on the detector's box, as FaceTracker does: it anchors the landmark box,
+            # which would otherwise drift from fit to fit over a turning head
+            lm, patch, problem = follow_landmarks(self.landmarks, cfg, frame, gray, match, t, f.lm, None)
             if problem:
                 self._gone.append(_Gone(f.face_id, f.box))
                 continue
