@@ -235,7 +235,6 @@ class Pipeline:
         self._first_start: float | None = None
         self._last_end: float | None = None
         self._rate: deque[float] = deque(maxlen=60)   # recent process end times, for the overlay fps
-        self._last_seen_t: float | None = None       # source time any face was last tracked
         self._closed = False
         self.primed = 0                               # look-ahead samples the noise model started from
 
@@ -478,7 +477,6 @@ class Pipeline:
         for tr in faces:
             lane = self._lane_for(tr.face_id)
             face, ups = lane.step(frame, image, tr, timings)
-            face.last_event = self.book.last_by_face.get(tr.face_id)
             res.faces.append(face)
             updates += [(u, lane) for u in ups]
             self.face_frames[tr.face_id] = self.face_frames.get(tr.face_id, 0) + 1
@@ -489,7 +487,6 @@ class Pipeline:
             res.box, res.landmarks, res.face_id = first.box, first.landmarks, first.face_id
             res.value, res.score, res.regions = first.value, first.score, first.regions
             res.threshold, res.in_event, res.calibrating = first.threshold, first.in_event, first.calibrating
-            self._last_seen_t = frame.t
             self.frames_with_face += 1
             if res.n_faces > 1 and cfg.max_faces == 1:
                 res.message = f"{res.n_faces} faces: tracking #{first.face_id}"
