@@ -20,7 +20,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -42,6 +41,7 @@ from engines.runners.triton_runner import served_layout
 from engines.serving import INFO_PARAMETER, info_from_json, info_json, parse_url, serve_hint
 from engines.serving import pytriton_env
 from engines.triton_repo import preferred_batch_sizes, write_model_repository
+from realtime.bench.loadserver import free_ports
 from test_thread_safety import alone, assert_own_results, hammer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,16 +69,6 @@ def demo_onnx(cache_dir) -> Path:
 def faces():
     """8 aligned onset/apex pairs from the bundled real-face video."""
     return video_pairs(n_pairs=8)
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 @dataclass
