@@ -94,3 +94,6 @@ def test_real_footage_no_micro_expression_for_speech_blinks_or_head_motion(clip)
     assert "micro" not in kinds, run.events
     if clip.stem in ("lp_d0", "lp_d18"):          # a held smile; three wide mouth openings
         assert kinds.count("macro") >= (1 if clip.stem == "lp_d0" else 3), run.events
+    # every event's pair was still in the frame buffer when it was cut (long macro-expressions
+    # are decided seconds after their apex): its face box at the apex is known
+    assert all(e["face_box"] is not None for e in run.events), run.events

@@ -25,6 +25,9 @@ from realtime.stages.results import FaceResult
 from realtime.stages.tracker import SmoothedTransform
 
 
+APEX_SLACK_S = 0.1   # an event's refined apex has been seen up to 3 frames (0.1 s at 30 fps) from its raw peak
+
+
 class FaceLane:
     """Per-face state (see the module docstring). ``face_id`` is None until a face is given."""
 
@@ -36,6 +39,7 @@ class FaceLane:
         self.spotter = spotter
         self.buffer = FrameBuffer(fps, buffer_s)
         self.flow_size = flow_size
+        self.apex_slack = max(1, round(APEX_SLACK_S * fps))   # frames pinned each side of an open event's peak
         self.region_margin = region_margin
         self.curve: deque[tuple[float, float]] = deque(maxlen=int(math.ceil(fps * curve_s)) + 2)  # (t, score|nan)
         self.raw: np.ndarray | None = None      # the latest unsmoothed alignment transform
@@ -70,7 +74,7 @@ class FaceLane:
         timings["motion"] = timings.get("motion", 0.0) + (t2 - t1) * 1e3
 
         updates = self.spotter.update(frame.index, frame.t, sample)
-        self.follow_spotter()
+        self.follow_spotter(updates)
         timings["spot"] = timings.get("spot", 0.0) + (time.perf_counter() - t2) * 1e3
         score = self.spotter.last_score
         self.curve.append((frame.t, score if score is not None else math.nan))
@@ -79,15 +83,20 @@ class FaceLane:
                          in_event=bool(self.spotter.holding), calibrating=bool(self.spotter.calibrating))
         return res, updates
 
-    def follow_spotter(self) -> None:
-        """Freeze the alignment while an event is open; pin its onset and peak frames."""
+    def follow_spotter(self, updates=()) -> None:
+        """Freeze the alignment while an event is open; pin its onset and peak frames, and the
+        onset and apex of this frame's updates: the event book cuts their pair after the
+        spotter has closed the event (a late "apex" or "final" update of a long event
+        names frames older than the buffer's horizon)."""
+        keep = [f for u in updates for f in (u.onset_frame, u.apex_frame)]
         ev = self.spotter.open_event
         if ev is not None:
             self.smoother.freeze()
-            self.buffer.pin_only((ev.onset_frame, ev.peak_frame))
+            # the refined apex (a fit over the bump's top) lands near the raw peak, not on it
+            keep += [ev.onset_frame, *range(ev.peak_frame - self.apex_slack, ev.peak_frame + self.apex_slack + 1)]
         else:
             self.smoother.unfreeze()
-            self.buffer.pin_only(())
+        self.buffer.pin_only(keep)
 
     def signal_history(self) -> tuple[np.ndarray, np.ndarray]:
         """(t, score) of the last ``curve_s`` seconds (nan where no face)."""
