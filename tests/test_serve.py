@@ -18,12 +18,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +35,9 @@ from engines.runners.triton_runner import served_layout
 from engines.serving import INFO_PARAMETER, info_from_json, info_json, parse_url, serve_hint
 from engines.serving import pytriton_env
 from engines.triton_repo import preferred_batch_sizes, write_model_repository
-from realtime.bench.loadserver import free_ports
+from realtime.bench.loadserver import ServerProcess, free_ports
 from test_thread_safety import alone, assert_own_results, hammer
 
-ROOT = Path(__file__).resolve().parents[1]
 HAS_PYTRITON = importlib.util.find_spec("pytriton") is not None
 HAS_CLIENT = importlib.util.find_spec("tritonclient") is not None
 needs_server = pytest.mark.skipif(not HAS_PYTRITON or not HAS_CLIENT, reason=(
@@ -71,23 +64,6 @@ def faces():
     return video_pairs(n_pairs=8)
 
 
-@dataclass
-class Server:
-    url: str
-    http_port: int
-    proc: subprocess.Popen
-    log: Path
-
-    def stats(self, model: str = "moext") -> dict:
-        import tritonclient.http as http  # the serve extra
-
-        client = http.InferenceServerClient(f"127.0.0.1:{self.http_port}")
-        try:
-            return client.get_inference_statistics(model)["model_stats"][0]
-        finally:
-            client.close()
-
-
 def _stub_env_dir(request, tmp_path_factory) -> Path:
     cache = getattr(request.config, "cache", None)  # persists across runs where pytest's cache is on
     return (cache.mkdir("moext-triton-stub-env") if cache else tmp_path_factory.mktemp("stub")) / "env"
@@ -99,44 +75,17 @@ def server(request, tmp_path_factory, demo_onnx, cache_dir):
     if not (HAS_PYTRITON and HAS_CLIENT):
         pytest.skip("the serve extra is not installed (pip install -e '.[serve]' && pip install --no-deps "
                     "nvidia-pytriton==0.7.0; Linux only)")
-    import tritonclient.http as http  # the serve extra
-
-    http_port, grpc_port, metrics_port = free_ports(3)
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    cmd = [sys.executable, "-m", "engines.serve", "--engine", str(demo_onnx), "--device", "cpu",
-           "--host", "127.0.0.1", "--http-port", str(http_port), "--grpc-port", str(grpc_port),
-           "--metrics-port", str(metrics_port), "--queue-delay-us", str(QUEUE_DELAY_US), "--max-batch", "16",
-           "--stub-env", str(_stub_env_dir(request, tmp_path_factory))]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "MOEXT_CACHE_DIR": str(cache_dir)})
-    client = http.InferenceServerClient(f"127.0.0.1:{http_port}", connection_timeout=2.0)
-    deadline = time.monotonic() + 240
+    proc = ServerProcess(str(demo_onnx), "cpu", max_batch=16, queue_delay_us=QUEUE_DELAY_US, log_path=log,
+                         stub_env=_stub_env_dir(request, tmp_path_factory), env={"MOEXT_CACHE_DIR": str(cache_dir)})
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the server exited ({proc.returncode}) before it was ready:\n{log.read_text()[-3000:]}")
-            try:
-                if client.is_model_ready("moext") and client.is_model_ready("moext_info"):
-                    break
-            except Exception:  # not listening yet
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server was not ready within 240 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield Server(f"triton://127.0.0.1:{http_port}/moext", http_port, proc, log)
+        proc.start(timeout=240)
+    except RuntimeError as e:  # exited early or not ready: the message holds the server's log
+        pytest.fail(str(e))
+    try:
+        yield proc
     finally:
-        client.close()
-        proc.send_signal(signal.SIGTERM)  # engines.serve stops Triton and its stubs on it
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # anything left of the server's process group
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=10)
+        proc.stop(stop_timeout=60)  # engines.serve stops Triton and its stubs on SIGTERM
 
 
 # ------------------------------------------------------------------ against the real server

@@ -196,7 +196,8 @@ class ServerProcess:
         return total / 2**20
 
     def stop(self, stop_timeout: float = 45.0) -> int | None:
-        """SIGTERM (Triton's orderly stop), then the process group killed after ``stop_timeout`` s."""
+        """SIGTERM (Triton's orderly stop), up to ``stop_timeout`` s, then whatever is left of
+        its process group killed."""
         proc, self.proc = self.proc, None
         if proc is None:
             return None
@@ -206,11 +207,12 @@ class ServerProcess:
             try:
                 proc.wait(stop_timeout)
             except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)  # its own session: only what it started
-                except ProcessLookupError:
-                    pass
-                proc.wait(10)
+                pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: only what it started
+        except ProcessLookupError:
+            pass
+        proc.wait(10)
         self.stop_s = time.perf_counter() - t0
         return proc.returncode
 
