@@ -1,12 +1,15 @@
 """Benchmark every engine this machine can run: ``python -m engines.bench --help``.
 
-For each engine (eager fp32 torch, ONNX Runtime fp32, ONNX Runtime int8, the CUDA fp16
-graph engine if there is a GPU, TensorRT if it is installed and a plan is given) it
+For each engine (eager fp32 torch, ONNX Runtime fp32, ONNX Runtime int8, OpenVINO fp32 /
+bf16 / int8 if the ``openvino`` extra is installed, the CUDA fp16 graph engine if there is
+a GPU, TensorRT if it is installed and a plan is given) it
 times ``Recognizer.predict`` -- the path the live loop calls, input checks and layout
 conversion included -- on aligned face pairs from the bundled sample video:
 - per-pair latency at batch 1 (p50, p99 over --repeats calls);
 - throughput at batch --batch (pairs/s from the median call);
-- max |p - p_eager_fp32| over the face pairs (parity).
+- max |p - p_eager_fp32| and top-1 agreement over the face pairs (parity), and whether a
+  low-precision engine passes the acceptance gate (engines.quantize.LOW_PRECISION_MAX_ABS_DIFF);
+- the speed-up over ONNX Runtime fp32 in the same run.
 It prints a markdown table with the machine's description and writes the same as JSON.
 
 By default the network is full width (1.0) with random weights, which is fine for
@@ -38,7 +41,8 @@ from core.stats import percentiles
 from engines.export import export_onnx, load_checkpoint_graph
 from engines.quantize import quantize_qdq, video_pairs
 from engines.recognizer import Recognizer
-from engines.runners import ModelInfo, user_cache_dir
+from engines.quantize import LOW_PRECISION_MAX_ABS_DIFF
+from engines.runners import EngineUnavailableError, ModelInfo, user_cache_dir
 from engines.runners.cuda_runner import CudaRunner
 from engines.runners.onnxruntime_runner import OrtRunner
 from engines.runners.torch_runner import TorchRunner
@@ -47,7 +51,7 @@ from train.moext import MoExtClassifier, MoExtConfig, RecognitionGraph, count_pa
 
 log = logging.getLogger("engines.bench")
 
-ALL_ENGINES = ("torch", "onnx", "onnx-int8", "cuda", "tensorrt")
+ALL_ENGINES = ("torch", "onnx", "onnx-int8", "openvino", "cuda", "tensorrt")
 
 
 def machine() -> dict:
@@ -134,6 +138,23 @@ def build_recognizers(graph, info, engines: list[str], tmp: Path, *, threads: in
                     sym = quantize_qdq(fp32_onnx, tmp / "int8-trt.onnx", *calib_pairs, target="tensorrt")
                     yield ("onnxruntime int8 (s8s8 Q/DQ, TensorRT input)",
                            Recognizer(OrtRunner(sym, threads=threads, spin=spin)), "")
+            elif name == "openvino":
+                if importlib.util.find_spec("openvino") is None:
+                    yield "openvino", None, "OpenVINO not installed (pip install -e \".[openvino]\")"
+                    continue
+                from engines.runners.openvino_runner import OpenVinoRunner
+
+                if fp32_onnx is None:
+                    fp32_onnx = export_onnx(copy.deepcopy(graph), info, tmp / "fp32.onnx")
+                yield "openvino fp32", Recognizer(OpenVinoRunner(fp32_onnx, precision="fp32", threads=threads)), ""
+                try:
+                    yield "openvino bf16", Recognizer(OpenVinoRunner(fp32_onnx, precision="bf16", threads=threads)), ""
+                except EngineUnavailableError as e:
+                    yield "openvino bf16", None, str(e)
+                int8 = tmp / "int8.onnx"
+                if not int8.is_file():
+                    quantize_qdq(fp32_onnx, int8, *calib_pairs, target="cpu")
+                yield "openvino int8 (u8s8 Q/DQ)", Recognizer(OpenVinoRunner(int8, precision="int8", threads=threads)), ""
             elif name == "cuda":
                 if not torch.cuda.is_available():
                     yield "cuda fp16 graphs", None, "no CUDA GPU"
@@ -160,16 +181,19 @@ def markdown(results: list[dict], mach: dict) -> str:
         f"load average {mach.get('loadavg_1min', '?')} before, {mach.get('loadavg_after', '?')} after",
         "",
         "| engine | precision | device | batch 1 p50 (ms/pair) | batch 1 p99 | batch 1 min | batch 1 CPU ms | "
-        "pairs/s at batch {} | max abs dp vs eager fp32 | note |".format(results[0].get("batch", 64) if results else 64),
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "x ORT fp32 (p50) | pairs/s at batch {} | max abs dp vs eager fp32 | top-1 agreement | "
+        "gate (<= {}) | note |".format(results[0].get("batch", 64) if results else 64, LOW_PRECISION_MAX_ABS_DIFF),
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         if "p50_ms" in r:
+            speedup = f"{r['speedup_vs_ort_fp32']:.2f}" if r.get("speedup_vs_ort_fp32") else ""
+            gate = "" if r["precision"] == "fp32" else ("pass" if r["within_gate"] else "**fail**")
             lines.append(f"| {r['engine']} | {r['precision']} | {r['device']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-                         f"{r['min_ms']:.2f} | {r.get('cpu_ms', float('nan')):.1f} | {r['pairs_per_s']:.1f} | "
-                         f"{r['max_abs_diff']:.1e} | {r.get('note', '')} |")
+                         f"{r['min_ms']:.2f} | {r.get('cpu_ms', float('nan')):.1f} | {speedup} | {r['pairs_per_s']:.1f} | "
+                         f"{r['max_abs_diff']:.1e} | {r['top1_agreement']:.0%} | {gate} | {r.get('note', '')} |")
         else:
-            lines.append(f"| {r['engine']} | | | | | | | | | {r['note']} |")
+            lines.append(f"| {r['engine']} | | | | | | | | | | | | {r['note']} |")
     return "\n".join(lines)
 
 
@@ -194,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=50, help="batch-1 calls per engine (default 50)")
     p.add_argument("--batch", type=int, default=64, help="throughput batch (default 64)")
     p.add_argument("--batch-repeats", type=int, default=3, help="throughput calls per engine (default 3)")
-    p.add_argument("--pairs", type=int, default=8, help="face pairs cut from the sample video (default 8)")
+    p.add_argument("--pairs", type=int, default=24,
+                   help="face pairs cut from the sample video for timing and parity (default 24)")
     p.add_argument("--out", type=Path, default=Path("bench_engines.json"), help="JSON output")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -230,11 +255,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"timing {label} ...", file=sys.stderr)
             on_gpu = rec.device.startswith("cuda")
             t = time_recognizer(rec, onset, apex, a.repeats, a.batch, a.batch_repeats * (5 if on_gpu else 1))
-            diff = float(np.abs(rec.predict(onset, apex) - p_ref).max())
+            p = rec.predict(onset, apex)
+            diff = float(np.abs(p - p_ref).max())
             results.append({"engine": label, "precision": rec.precision, "device": rec.device,
-                            "max_abs_diff": diff, **t, "info": {k: v for k, v in rec.info().items()
-                                                                  if k not in ("classes",)}})
+                            "max_abs_diff": diff, "top1_agreement": float((p.argmax(1) == p_ref.argmax(1)).mean()),
+                            "within_gate": diff <= LOW_PRECISION_MAX_ABS_DIFF, **t,
+                            "info": {k: v for k, v in rec.info().items() if k not in ("classes",)}})
             rec.close()
+    ort_fp32 = next((r["p50_ms"] for r in results if r["engine"] == "onnxruntime fp32"), None)
+    for r in results:
+        if ort_fp32 and "p50_ms" in r:
+            r["speedup_vs_ort_fp32"] = ort_fp32 / r["p50_ms"]
     load = load_average()
     if load is not None:
         mach["loadavg_after"] = load["1min"]

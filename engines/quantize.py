@@ -16,8 +16,9 @@ The two consumers need two settings of the same quantiser (``target``):
   kernels ONNX Runtime fuses Q/DQ into on x86. The symmetric int8 graph runs in ONNX
   Runtime too, but measured no faster than fp32 there (engines/bench.py, README).
 
-An int8 CPU engine is kept only if it agrees with fp32 (``INT8_MAX_ABS_DIFF`` on the
-probabilities of held-out face pairs) and is faster; ``parity_report`` measures both.
+A low-precision CPU engine (int8 here, bf16/int8 in OpenVINO) is kept only if it agrees
+with fp32 (``LOW_PRECISION_MAX_ABS_DIFF``, 0.02, on the probabilities of held-out face
+pairs) and is faster; ``parity_report`` measures both.
 
 Why the demo weights' int8 engine is refused (measured on 24 held-out pairs of
 real face crops from core/assets/single_face.mp4, calibrated on 24 others): the network
@@ -30,8 +31,9 @@ feature subtraction), the two fully connected layers and the softmax, the first 
 last 6-20 convolutions, or calibrating by percentile instead of min/max, all stay at
 0.29-0.38; per-channel weights are already used. Input noise of 2 grey levels, by
 contrast, moves them by 0.001: the network is not fragile, int8 activations are too
-coarse for a feature difference. So no int8 graph meets a 0.02 (or the 0.05) gate for
-these weights; 16-bit activations or bf16 (OpenVINO) are the candidates, not tried here.
+coarse for a feature difference. So no int8 graph meets the 0.02 gate for these weights,
+and neither does bf16 (OpenVINO: max |dp| 0.14, README "Engines"): its 8-bit mantissa
+rounds the features as coarsely, relative to the onset/apex difference.
 """
 from __future__ import annotations
 
@@ -57,8 +59,8 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 log = logging.getLogger(__name__)
 
-# The int8 engine must stay within this max |p_int8 - p_fp32| on held-out face pairs.
-INT8_MAX_ABS_DIFF = 0.05
+# A low-precision engine must stay within this max |p - p_fp32| on held-out face pairs.
+LOW_PRECISION_MAX_ABS_DIFF = 0.02
 
 
 # ---------------------------------------------------------------- calibration pairs
@@ -174,6 +176,7 @@ def quantize_qdq(fp32_onnx: str | Path, out: str | Path, onset: np.ndarray, apex
         # Shape inference + graph clean-up first, as ONNX Runtime recommends before quantising.
         quant_pre_process(str(fp32_onnx), str(pre), skip_symbolic_shape=True)
         qdq = Path(tmp) / "qdq.onnx"
+        head = _float_head(onnx.load(str(pre)))
         if target == "tensorrt":
             activations = QuantType.QInt8
             extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
@@ -184,13 +187,13 @@ def quantize_qdq(fp32_onnx: str | Path, out: str | Path, onset: np.ndarray, apex
             str(pre), str(qdq), _Reader(onset, apex),
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=activations, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax, extra_options=extra,
+            calibrate_method=CalibrationMethod.MinMax, extra_options=extra, nodes_to_exclude=head,
         )
         model = onnx.load(str(qdq))
     props.update({"moext.precision": "int8", "moext.calibration": json.dumps(
         {"pairs": int(len(onset)), "method": "minmax", "format": "QDQ", "target": target, "per_channel": True,
          "activations": "int8 symmetric" if target == "tensorrt" else "uint8 asymmetric", "weights": "int8 symmetric",
-         "bias": "float" if target == "tensorrt" else "int32"})})
+         "bias": "float" if target == "tensorrt" else "int32", "float_nodes": head})})
     del model.metadata_props[:]
     for k, v in props.items():
         model.metadata_props.add(key=k, value=v)
@@ -207,6 +210,20 @@ def quantize_qdq(fp32_onnx: str | Path, out: str | Path, onset: np.ndarray, apex
     return out
 
 
+def _float_head(model: onnx.ModelProto) -> list[str]:
+    """The final Softmax and the layer feeding it: kept in float, so the probabilities
+    and logits are not rounded to 1/255 steps (an int8 step of the output alone would use
+    a fifth of the 0.02 gate; the layer is a tiny share of the compute)."""
+    producers = {out: n for n in model.graph.node for out in n.output}
+    names = []
+    for n in model.graph.node:
+        if n.op_type == "Softmax":
+            names.append(n.name)
+            if n.input[0] in producers:
+                names.append(producers[n.input[0]].name)
+    return names
+
+
 # ---------------------------------------------------------------- keep or drop
 @dataclass
 class ParityReport:
@@ -218,7 +235,7 @@ class ParityReport:
 
     @property
     def within_tolerance(self) -> bool:
-        return self.max_abs_diff <= INT8_MAX_ABS_DIFF
+        return self.max_abs_diff <= LOW_PRECISION_MAX_ABS_DIFF
 
     @property
     def faster(self) -> bool:
@@ -231,7 +248,7 @@ class ParityReport:
     def summary(self) -> str:
         verdict = "kept" if self.keep else "NOT kept"
         return (f"int8 vs fp32 on {self.pairs} face pairs: max |dp| {self.max_abs_diff:.4f} "
-                f"(tolerance {INT8_MAX_ABS_DIFF}), top-1 agreement {self.top1_agreement:.0%}; "
+                f"(tolerance {LOW_PRECISION_MAX_ABS_DIFF}), top-1 agreement {self.top1_agreement:.0%}; "
                 f"latency {self.int8_ms:.1f} ms vs {self.fp32_ms:.1f} ms per pair -> {verdict}")
 
 

@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 DEMO_WEIGHTS = ASSETS_DIR / "moext_demo.safetensors"
-CHECKPOINT_ENGINES = ("best", "cuda", "onnx", "onnx-int8", "torch")
+CHECKPOINT_ENGINES = ("best", "cuda", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8", "torch")
 ENGINE_SUFFIXES = {".safetensors": "checkpoint", ".onnx": "onnx", ".plan": "tensorrt", ".engine": "tensorrt"}
 
 
@@ -104,7 +104,8 @@ class Recognizer:
         TensorRT .plan/.engine or a server "triton://HOST:PORT/MODEL" (engines.serve).
         device: "auto", "cpu" or "cuda[:i]" (a server picks its own). engine
         (checkpoints only): "best" or one of cuda, onnx, onnx-int8 (quantised here on
-        ``calib`` or the bundled video), torch. threads: CPU threads (default: physical cores).
+        ``calib`` or the bundled video), openvino, openvino-bf16, openvino-int8 (the
+        ``openvino`` extra), torch. threads: CPU threads (default: physical cores).
         expect_hash: refuse an engine file built from other weights. compile: let the
         CUDA runner use torch.compile (persistent cache). spin: ONNX Runtime's threads
         spin-wait for work (faster alone, but they burn the cores a frame loop needs)."""
@@ -240,6 +241,17 @@ def _make_runner(name: str, graph, info, device: str, *, threads, compile, calib
         return CudaRunner(copy.deepcopy(graph), info, device="cuda" if device == "auto" else device, compile=compile)
     if name in ("onnx", "onnx-int8"):
         return _cached_ort_runner(graph, info, int8=name == "onnx-int8", threads=threads, calib=calib, spin=spin)
+    if name.startswith("openvino"):
+        from engines.runners.openvino_runner import OpenVinoRunner
+
+        precision = {"openvino": "fp32", "openvino-bf16": "bf16", "openvino-int8": "int8"}[name]
+        path = cached_export(graph, info, "int8" if precision == "int8" else "fp32", calib=calib)
+        runner = OpenVinoRunner(path, precision=precision, threads=threads)
+        if runner.model.checkpoint_hash != info.checkpoint_hash:  # a cache file from other weights: never use it
+            path.unlink(missing_ok=True)
+            raise EngineError(f"{path}: cached export does not match {info.weights}; it was removed, load again")
+        runner.model = dataclasses.replace(runner.model, weights=info.weights)
+        return runner
     raise ValueError(f"unknown engine {name!r}")
 
 

@@ -250,10 +250,10 @@ def test_qdq_graph_is_symmetric_int8_per_channel(qdq_onnx):
 
 def test_qdq_graph_for_tensorrt_keeps_int8_parity_in_onnxruntime(qdq_onnx, graph_info, faces):
     """The graph TensorRT INT8 would be built from computes within the int8 tolerance (run here by ONNX Runtime)."""
-    from engines.quantize import INT8_MAX_ABS_DIFF
+    from engines.quantize import LOW_PRECISION_MAX_ABS_DIFF
 
     ref = TorchRunner(*graph_info).run(*faces)
-    assert np.abs(OrtRunner(qdq_onnx).run(*faces) - ref).max() <= INT8_MAX_ABS_DIFF
+    assert np.abs(OrtRunner(qdq_onnx).run(*faces) - ref).max() <= LOW_PRECISION_MAX_ABS_DIFF
 
 
 # ------------------------------------------------------------------ real TensorRT (skipped without it)

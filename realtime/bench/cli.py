@@ -73,6 +73,7 @@ from pathlib import Path
 from typing import Sequence
 
 from core.face import TRACKER_KINDS
+from engines.recognizer import CHECKPOINT_ENGINES
 from realtime.bench.compare import run_compare
 from realtime.bench.faces import face_cost
 from realtime.bench.faces import markdown_rows as faces_markdown
@@ -157,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--width", type=float, metavar="W",
                     help="time a random-init network of this width instead (1.0 = the paper's full width; "
                          "latency does not depend on the weights)")
+    ap.add_argument("--runtime", choices=CHECKPOINT_ENGINES, default="best",
+                    help="the engine that runs the weights (default best: ONNX Runtime fp32 on a CPU); "
+                         "e.g. openvino-int8 with --width 1.0")
     ap.add_argument("--tracker", choices=TRACKER_KINDS, default="fast", help="face tracker (default fast)")
     ap.add_argument("--max-faces", type=int, default=MAX_FACES, metavar="N",
                     help=f"faces the live path follows (default {MAX_FACES}, as run_live.py)")
@@ -207,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.max_faces < 1:
             raise ValueError(f"--max-faces must be 1 or more, got {a.max_faces}")
         cfg = BenchConfig(video=a.video, fps=a.fps, engine=a.engine, width=a.width, tracker=a.tracker,
-                          max_faces=a.max_faces, faces_cost=a.faces_cost, spin=a.spin,
+                          max_faces=a.max_faces, faces_cost=a.faces_cost, spin=a.spin, runtime=a.runtime,
                           device=a.device, warmup=a.warmup, max_frames=a.max_frames,
                           draw="every" if a.draw_every_frame else "off" if a.no_draw else "display",
                           compare=a.compare, compare_frames=a.compare_frames,

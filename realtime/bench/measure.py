@@ -70,6 +70,7 @@ class BenchConfig:
     max_faces: int = MAX_FACES         # faces followed (the live path's default)
     faces_cost: bool = False           # also measure each additional face's cost (realtime.bench.faces)
     spin: bool = False                 # ONNX Runtime threads spin-wait (the live path's default: they do not)
+    runtime: str = "best"              # the engine that runs a checkpoint (engines.recognizer.CHECKPOINT_ENGINES)
     device: str = "auto"
     warmup: int = 200                  # frames of the separate warm-up pass
     max_frames: int | None = None      # measure at most this many frames
@@ -190,10 +191,10 @@ def load_engine(cfg: BenchConfig) -> Engine:
     if cfg.width is not None:
         ckpt, random_init = random_checkpoint(cfg.width), True
         spec = f"random init, width {cfg.width:g}"
-        rec, _ = pick_engine(str(ckpt), device=cfg.device, spin=cfg.spin)
+        rec, _ = pick_engine(str(ckpt), device=cfg.device, spin=cfg.spin, engine=cfg.runtime)
     else:
         spec = cfg.engine
-        rec, why = pick_engine(cfg.engine, device=cfg.device, spin=cfg.spin)
+        rec, why = pick_engine(cfg.engine, device=cfg.device, spin=cfg.spin, engine=cfg.runtime)
         if rec is None and str(cfg.engine).lower() != "auto":
             return Engine(None, "none", None, {"width": None, "params": 0, "weights": None, "random_init": False},
                           f"{why}, there is no infer stage")
@@ -203,7 +204,7 @@ def load_engine(cfg: BenchConfig) -> Engine:
             note = (f"the demo weights {DEMO_WEIGHTS} are missing: timing a random-init network of width "
                     f"{DEMO_FALLBACK_WIDTH:g} instead (same architecture, so the same latency; labels are meaningless)")
             log.warning(note)
-            rec, _ = pick_engine(str(ckpt), device=cfg.device, spin=cfg.spin)
+            rec, _ = pick_engine(str(ckpt), device=cfg.device, spin=cfg.spin, engine=cfg.runtime)
         else:
             ckpt = DEMO_WEIGHTS if cfg.engine == "auto" else Path(cfg.engine)
     info = rec.info()

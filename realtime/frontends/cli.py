@@ -66,7 +66,7 @@ def _bench(args) -> int:
                      "own 200 fps sample)")
     if args.fps:
         argv += ["--fps", str(args.fps)]
-    argv += ["--engine", args.engine, "--tracker", args.tracker]
+    argv += ["--engine", args.engine, "--runtime", args.runtime, "--tracker", args.tracker]
     if args.bench_out:
         argv += ["--out", args.bench_out]
     return int(bench_cli.main(argv) or 0)
@@ -138,7 +138,7 @@ def run(args) -> int:
     sinks = []
     try:
         try:
-            recognizer, note = load_engine(args.engine, args.device)
+            recognizer, note = load_engine(args.engine, args.device, engine=args.runtime)
         except Exception as e:
             return _fail(f"--engine {args.engine}: {e}")
         if note:

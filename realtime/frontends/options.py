@@ -10,6 +10,7 @@ import argparse
 
 from core import assets
 from core.face import TRACKER_KINDS
+from engines.recognizer import CHECKPOINT_ENGINES
 from realtime.stages.multitrack import MAX_FACES
 from realtime.stages.tracker import LANDMARKS_HZ
 
@@ -83,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--engine", default="auto", metavar="PATH|URL|auto|none",
                        help="weights or engine file (.safetensors, .onnx, .plan), or a server (triton://HOST:PORT/MODEL, python -m engines.serve); auto = the bundled demo weights "
                             "on the best engine here (default); none = spotting only")
+    model.add_argument("--runtime", choices=CHECKPOINT_ENGINES, default="best",
+                       help="for weights (.safetensors, auto): the engine that runs them (default best: the GPU's "
+                            "CUDA graphs, else ONNX Runtime fp32); openvino-bf16 / openvino-int8 need the openvino "
+                            "extra and are fast on CPUs with AMX or AVX-512 (check parity with python -m "
+                            "engines.bench first)")
     model.add_argument("--tracker", choices=TRACKER_KINDS, default="fast",
                        help="face tracker: fast (BlazeFace + dlib 68 points, default), dlib (the paper's HOG "
                             "detector), mediapipe (BlazeFace + face mesh)")

@@ -176,7 +176,7 @@ class WebApp:
     def load(cls, config: WebConfig) -> "WebApp":
         """Load ``config.engine`` once for all sessions; "auto" without the demo weights
         runs spotting only (as run_live.py does: ``engines.recognizer.load_engine``)."""
-        recognizer, note = load_engine(config.engine, config.device)
+        recognizer, note = load_engine(config.engine, config.device, engine=config.runtime)
         if recognizer is None and config.engine == "auto":   # demo weights missing: say so
             log.warning(note)
         app = cls(config, recognizer, note=note)

@@ -52,6 +52,7 @@ class WebConfig:
 
     engine: str = "auto"                 # "auto" (demo weights) | checkpoint/engine path | "none"
     device: str = "auto"
+    runtime: str = "best"                # the engine that runs weights (engines.recognizer.CHECKPOINT_ENGINES)
     tracker: str = "fast"
     max_faces: int = MAX_FACES           # faces followed at once in each stream
     calibration_s: float | None = None   # the spotter's warm start at the start of a stream (None: its default)
@@ -89,6 +90,7 @@ class WebConfig:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "WebConfig":
         return cls(engine=getattr(args, "engine", "auto"), device=getattr(args, "device", "auto"),
+                   runtime=getattr(args, "runtime", "best"),
                    tracker=getattr(args, "tracker", "fast"), max_faces=getattr(args, "max_faces", MAX_FACES),
                    calibration_s=getattr(args, "calibration", None))
 
