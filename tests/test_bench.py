@@ -83,6 +83,7 @@ def test_report_numbers_are_sane(report, short_clip):
         assert s["per_frame_ms"] >= 0
     for name in ("decode", "detect", "landmarks", "align", "motion", "spot"):
         assert report["stages"][name]["n"] == frames, name     # the face is tracked on every frame
+    assert report["settings"]["motion_hz"] is None             # the live path's default: every frame
     # landmarks run on every 4th frame at 200 fps (landmarks_hz 50): most frames reuse them
     assert report["stages"]["decode"]["p50"] > 0 and report["stages"]["landmarks"]["per_frame_ms"] > 0
     assert 0 < report["stages"]["draw"]["n"] <= frames        # display rate: at most every frame

@@ -283,6 +283,24 @@ def test_landmark_rate_at_high_frame_rates(asset, fps, hz, held):
         PipelineConfig(landmarks_hz=0)
 
 
+@pytest.mark.parametrize("fps,hz,every", [(200, 100.0, 2), (200, None, 1), (30, 100.0, 1)])
+def test_motion_rate_at_high_frame_rates(asset, fps, hz, every):
+    """motion_hz 100: a 200 fps stream is measured (flow + spotter) on every 2nd frame; slower
+    streams, or motion_hz None (the default), on every frame. Every frame is still buffered
+    for the pair and reports the latest sample's figures."""
+    with open_source(video=asset("single_face.mp4"), fps=fps) as src:
+        pipe = Pipeline.for_source(src, PipelineConfig(engine="none", draw=False, motion_hz=hz))
+        results, _ = _run(pipe, src)
+    measured = ["motion" in r.timings_ms for r in results]
+    assert measured == [i % every == 0 for i in range(len(results))]
+    assert all(r.found and math.isfinite(r.value) for r in results[1:])
+    if every > 1:   # between samples: the figures of the frame before
+        assert all(results[i].value == results[i - 1].value for i in range(1, len(results), 2))
+    assert len(pipe.buffer) == min(len(results), pipe.buffer.maxlen)   # every frame is held for the pair
+    with pytest.raises(ValueError, match="motion_hz"):
+        PipelineConfig(motion_hz=-1)
+
+
 def test_no_face_clip(asset):
     with open_source(video=asset("no_face.mp4")) as src:
         pipe = Pipeline.for_source(src, PipelineConfig(engine="none"))

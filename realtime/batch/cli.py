@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--landmarks-hz", type=float, default=LANDMARKS_HZ, metavar="HZ",
                        help=f"68-point landmarks at most this often per second of video (default {LANDMARKS_HZ:g}); "
                             "0 = every frame")
+    model.add_argument("--motion-hz", type=float, default=0.0, metavar="HZ",
+                       help="motion samples at most this often per second of video (default 0: every frame)")
     model.add_argument("--causal", action="store_true", help="no look-ahead: analyse as a camera would")
     model.add_argument("--me-rule", choices=("megc", "casme"), default="megc", help="micro/macro rule (default megc)")
     model.add_argument("--calibration", type=float, metavar="S", help="the spotter's warm start in seconds")
@@ -198,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"--fps must be a positive frame rate, got {args.fps}")
     if not (args.landmarks_hz >= 0 and math.isfinite(args.landmarks_hz)):
         return _fail(f"--landmarks-hz must be 0 (every frame) or a positive rate, got {args.landmarks_hz}")
+    if not (args.motion_hz >= 0 and math.isfinite(args.motion_hz)):
+        return _fail(f"--motion-hz must be 0 (every frame) or a positive rate, got {args.motion_hz}")
     if args.max_faces < 1:
         return _fail(f"--max-faces must be 1 or more (1: one subject, the largest face), got {args.max_faces}")
     exports = tuple(x.strip() for x in args.exports.split(",") if x.strip())

@@ -161,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--runtime", choices=CHECKPOINT_ENGINES, default="best",
                     help="the engine that runs the weights (default best: ONNX Runtime fp32 on a CPU); "
                          "e.g. openvino-int8 with --width 1.0")
+    ap.add_argument("--motion-hz", type=float, default=0.0, metavar="HZ",
+                    help="motion samples per second of video, at most (default 0: every frame, the live path's); "
+                         "100 = every 2nd frame at 200 fps")
     ap.add_argument("--tracker", choices=TRACKER_KINDS, default="fast", help="face tracker (default fast)")
     ap.add_argument("--max-faces", type=int, default=MAX_FACES, metavar="N",
                     help=f"faces the live path follows (default {MAX_FACES}, as run_live.py)")
@@ -212,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--max-faces must be 1 or more, got {a.max_faces}")
         cfg = BenchConfig(video=a.video, fps=a.fps, engine=a.engine, width=a.width, tracker=a.tracker,
                           max_faces=a.max_faces, faces_cost=a.faces_cost, spin=a.spin, runtime=a.runtime,
+                          motion_hz=a.motion_hz or None,
                           device=a.device, warmup=a.warmup, max_frames=a.max_frames,
                           draw="every" if a.draw_every_frame else "off" if a.no_draw else "display",
                           compare=a.compare, compare_frames=a.compare_frames,

@@ -38,6 +38,7 @@ from realtime.bench.sample import DEFAULT_SAMPLE, ensure_sample
 from realtime.evaluate.scoring import interval_iou, score_intervals
 from realtime.stages.pipeline import STAGES, Pipeline, PipelineConfig
 from realtime.stages.sources import open_source
+from realtime.stages.motion import MOTION_HZ
 from realtime.stages.multitrack import MAX_FACES, MultiFaceTracker
 from realtime.stages.tracker import FaceTracker, TrackerConfig
 from train.synth import ground_truth_path
@@ -71,6 +72,7 @@ class BenchConfig:
     faces_cost: bool = False           # also measure each additional face's cost (realtime.bench.faces)
     spin: bool = False                 # ONNX Runtime threads spin-wait (the live path's default: they do not)
     runtime: str = "best"              # the engine that runs a checkpoint (engines.recognizer.CHECKPOINT_ENGINES)
+    motion_hz: float | None = MOTION_HZ  # PipelineConfig.motion_hz (None: every frame)
     device: str = "auto"
     warmup: int = 200                  # frames of the separate warm-up pass
     max_frames: int | None = None      # measure at most this many frames
@@ -241,7 +243,7 @@ def pipeline_config(fps: float, cfg: BenchConfig, engine: Engine) -> PipelineCon
     return PipelineConfig(fps=fps, tracker=cfg.tracker, max_faces=cfg.max_faces,
                           engine=engine.spec if engine.recognizer else "none",
                           device=cfg.device, draw=cfg.draw != "off",
-                          draw_fps=None if cfg.draw == "every" else DISPLAY_FPS)
+                          draw_fps=None if cfg.draw == "every" else DISPLAY_FPS, motion_hz=cfg.motion_hz)
 
 
 class SpotLog:

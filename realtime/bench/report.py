@@ -106,7 +106,7 @@ def build_report(clip: Clip, cfg: BenchConfig, engine: Engine, warm: dict, m: Me
                      "warmup_frames": warm["frames"], "max_frames": cfg.max_frames,
                      "draw": s.draw, "drawn_frames": stages["draw"]["n"],
                      "redetect_every": PipelineConfig().redetect_every,
-                     "landmarks_every": landmarks_every(fps)},
+                     "landmarks_every": landmarks_every(fps), "motion_hz": cfg.motion_hz},
         "frames": m.frames,
         "dropped": s.dropped,
         "wall_s": m.wall_s,

@@ -85,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--max-faces", type=int, default=MAX_FACES, metavar="N",
                     help=f"faces the pipeline follows at once (default {MAX_FACES}, as run_live.py); multi-face "
                          "clips need N >= their faces")
+    ap.add_argument("--motion-hz", type=float, default=0.0, metavar="HZ",
+                    help="motion samples per second of video, at most (default 0: every frame, the live path's); "
+                         "100 = every 2nd frame at 200 fps")
     ap.add_argument("--kind", default="micro", choices=SCORE_KINDS,
                     help="which intervals the headline figures are for (all kinds go to the JSON)")
     ap.add_argument("--iou", type=float, default=0.5, help="IoU for a hit (default 0.5, MEGC)")
@@ -152,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                            iou=args.iou, spotter=overrides, progress=not args.quiet,
                                            mode=mode, engine=args.engine if recognizer is not None else "none",
                                            jobs=args.jobs, max_faces=args.max_faces,
+                                           motion_hz=args.motion_hz or None,
                                            work=None if args.work is None else Path(args.work) / mode)
     except (SourceError, BatchError, EngineLoadError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -46,7 +46,7 @@ from realtime.evaluate.scoring import (
     score_intervals,
 )
 from realtime.evaluate.sensitivity import measure_ratios, sensitivity
-from realtime.stages.motion import SPOT_REGIONS
+from realtime.stages.motion import MOTION_HZ, SPOT_REGIONS
 from realtime.stages.multitrack import MAX_FACES
 from realtime.stages.recording import RecordingSettings
 from realtime.stages.sources import SourceError
@@ -73,17 +73,18 @@ MODES = ("recording", "causal")
 
 
 def recording_settings(tracker: str = "fast", spotter: dict | None = None, motion: dict | None = None,
-                       mode: str = "recording", engine: str = "none", max_faces: int = MAX_FACES):
+                       mode: str = "recording", engine: str = "none", max_faces: int = MAX_FACES,
+                       motion_hz: float | None = MOTION_HZ):
     """The realtime.stages.recording settings of an evaluation run (``mode`` "recording": read
     ahead, as run_live.py and the batch read files; "causal": as a camera sees it).
     ``max_faces``: faces the pipeline follows (PipelineConfig.max_faces; default the live
-    path's own)."""
+    path's own). ``motion_hz``: PipelineConfig.motion_hz (None: every frame)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if max_faces < 1:
         raise ValueError(f"max_faces must be at least 1, got {max_faces}")
     return RecordingSettings(engine=engine, tracker=tracker, spotter=dict(spotter or {}), motion=dict(motion or {}),
-                             causal=mode == "causal", max_faces=int(max_faces))
+                             causal=mode == "causal", max_faces=int(max_faces), motion_hz=motion_hz)
 
 
 def _engine_id(recognizer, engine: str | None) -> str | None:
@@ -212,7 +213,8 @@ def relabel_truth(truth: list[Interval], fps: float, rule: str) -> list[Interval
 def evaluate_cases(cases: list[VideoCase], *, fps: float | None = None, recognizer=None, tracker: str = "fast",
                    iou: float = 0.5, spotter: dict | None = None, motion: dict | None = None,
                    progress: bool = True, log=print, mode: str = "recording", engine: str | None = None,
-                   jobs: int = 1, work: str | Path | None = None, max_faces: int = MAX_FACES) -> dict:
+                   jobs: int = 1, work: str | Path | None = None, max_faces: int = MAX_FACES,
+                   motion_hz: float | None = MOTION_HZ) -> dict:
     """Run and score every case; returns the JSON-ready report (per video and pooled, and
     the recall of true micro-expressions by amplitude band). The generator's ground truth
     is judged micro or macro under the spotter's rule (``spotter["rule"]``, default megc).
@@ -229,7 +231,7 @@ def evaluate_cases(cases: list[VideoCase], *, fps: float | None = None, recogniz
     n_faces, unassigned = 0, {"micro": 0, "macro": 0}
     videos = []
     spec = engine if engine is not None else ("preloaded" if recognizer is not None else "none")
-    settings = recording_settings(tracker, spotter, motion, mode, spec, max_faces)
+    settings = recording_settings(tracker, spotter, motion, mode, spec, max_faces, motion_hz)
     runs = run_videos([(case.name, case.path, fps or case.fps) for case in cases], settings, work,
                       recognizer=recognizer, jobs=jobs, progress=progress)
     for case, run in zip(cases, runs):

@@ -114,6 +114,8 @@ def run(args) -> int:
         return _fail(f"--fps must be a positive frame rate, got {args.fps}")
     if not (args.landmarks_hz >= 0 and math.isfinite(args.landmarks_hz)):
         return _fail(f"--landmarks-hz must be 0 (every frame) or a positive rate, got {args.landmarks_hz}")
+    if not (args.motion_hz >= 0 and math.isfinite(args.motion_hz)):
+        return _fail(f"--motion-hz must be 0 (every frame) or a positive rate, got {args.motion_hz}")
     if args.max_faces < 1:
         return _fail(f"--max-faces must be 1 or more (1: one subject, the largest face), got {args.max_faces}")
     window = not args.headless

@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--landmarks-hz", type=float, default=LANDMARKS_HZ, metavar="HZ",
                        help=f"68-point landmarks at most this many times per second of source time (default "
                             f"{LANDMARKS_HZ:g}: every 4th frame at 200 fps); 0 = every frame")
+    model.add_argument("--motion-hz", type=float, default=0.0, metavar="HZ",
+                       help="motion samples (flow + spotter) at most this many times per second of source time "
+                            "(default 0: every frame); 100 measures a 200 fps stream on every 2nd frame: ~1 ms less "
+                            "CPU per frame, at a price in spotting (README, \"Latency benchmark\")")
     model.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
     model.add_argument("--causal", action="store_true",
                        help="analyse a recording as a camera would (no look-ahead): by default a file or image "

@@ -21,6 +21,7 @@ import numpy as np
 from core.face import alignment_transform
 from realtime.stages.framebuffer import BufferedFrame, FrameBuffer, region_of
 from realtime.stages.motion import flow_crop
+from realtime.stages.rate import RateLimit
 from realtime.stages.results import FaceResult
 from realtime.stages.tracker import SmoothedTransform
 
@@ -32,7 +33,7 @@ class FaceLane:
     """Per-face state (see the module docstring). ``face_id`` is None until a face is given."""
 
     def __init__(self, fps: float, smooth_s: float, buffer_s: float, curve_s: float, motion, spotter,
-                 flow_size: int, region_margin: float) -> None:
+                 flow_size: int, region_margin: float, motion_hz: float | None = None) -> None:
         self.face_id: int | None = None
         self.smoother = SmoothedTransform.for_fps(fps, smooth_s)
         self.motion = motion
@@ -46,6 +47,8 @@ class FaceLane:
         self.last_seen_t: float | None = None   # source time the face was last tracked
         self.lost = False                       # motion/spotter already reset for this loss
         self.frames = 0                         # frames with this face
+        self.rate = RateLimit(fps, motion_hz)   # frames measured by the motion stage and the spotter
+        self.sample = None                      # the latest motion sample
 
     def step(self, frame, image: np.ndarray, tr, timings: dict) -> tuple[FaceResult, list]:
         """Align, measure and spot this face on one frame (``tr``: its TrackResult).
@@ -63,19 +66,25 @@ class FaceLane:
         box = tr.box
         self.buffer.add(BufferedFrame(frame.index, frame.t, frame.captured_at, image[y0:y1, x0:x1].copy(), (x0, y0),
                                       raw, (round(box.left), round(box.top), round(box.width), round(box.height))))
-        # the motion stage's grey crop, warped from the whole frame (borders as trained)
-        crop = flow_crop(image, (0, 0), smooth, self.flow_size)
-        t1 = time.perf_counter()
-        timings["align"] = timings.get("align", 0.0) + (t1 - t0) * 1e3
+        updates = []
+        if self.rate.due(frame.t) or self.sample is None:
+            # the motion stage's grey crop, warped from the whole frame (borders as trained)
+            self.rate.mark(frame.t)
+            crop = flow_crop(image, (0, 0), smooth, self.flow_size)
+            t1 = time.perf_counter()
+            timings["align"] = timings.get("align", 0.0) + (t1 - t0) * 1e3
 
-        # motion: reference held while the spotter has an event open
-        sample = self.motion.update(crop, hold=self.spotter.holding, t=frame.t)
-        t2 = time.perf_counter()
-        timings["motion"] = timings.get("motion", 0.0) + (t2 - t1) * 1e3
+            # motion: reference held while the spotter has an event open
+            self.sample = self.motion.update(crop, hold=self.spotter.holding, t=frame.t)
+            t2 = time.perf_counter()
+            timings["motion"] = timings.get("motion", 0.0) + (t2 - t1) * 1e3
 
-        updates = self.spotter.update(frame.index, frame.t, sample)
-        self.follow_spotter(updates)
-        timings["spot"] = timings.get("spot", 0.0) + (time.perf_counter() - t2) * 1e3
+            updates = self.spotter.update(frame.index, frame.t, self.sample)
+            self.follow_spotter(updates)
+            timings["spot"] = timings.get("spot", 0.0) + (time.perf_counter() - t2) * 1e3
+        else:   # between motion samples: buffered for the pair, the figures are the last sample's
+            timings["align"] = timings.get("align", 0.0) + (time.perf_counter() - t0) * 1e3
+        sample = self.sample
         score = self.spotter.last_score
         self.curve.append((frame.t, score if score is not None else math.nan))
         res = FaceResult(face_id=tr.face_id, box=tr.box, landmarks=tr.landmarks, value=float(sample.value),
@@ -112,6 +121,8 @@ class FaceLane:
     # -- resets ----------------------------------------------------------------------------
     def recalibrate(self) -> None:
         self.motion.reset()
+        self.rate.reset()
+        self.sample = None
         self.smoother.unfreeze()
         self.spotter.recalibrate()
 
@@ -119,6 +130,8 @@ class FaceLane:
         """Face gone for longer than the pipeline's ``loss_reset_s``: the signal starts over
         when it returns, the calibration is kept (same person)."""
         self.motion.reset()
+        self.rate.reset()
+        self.sample = None
         self.smoother.reset()
         self.spotter.interrupt()
         self.buffer.clear()
@@ -127,6 +140,8 @@ class FaceLane:
     def new_subject(self) -> None:
         """Another person in this lane (one followed face): calibrate on them from scratch."""
         self.motion.reset()
+        self.rate.reset()
+        self.sample = None
         self.smoother.reset()
         self.spotter.reset()
         self.buffer.clear()

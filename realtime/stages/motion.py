@@ -81,6 +81,12 @@ DIS_PRESETS = {
 FLOW_SIZE = 112
 """Side of the grey crop the flow runs on (MotionConfig.flow_size's default)."""
 
+MOTION_HZ: float | None = None
+"""Motion samples per second of source time in the live path (PipelineConfig.motion_hz):
+None, every frame. 100 measures a 200 fps stream on every 2nd frame, about 1 ms less CPU
+per frame, at a price in spotting (README, "Latency benchmark": the borderline "busy" and
+onset decisions of the spotter change, and apexes are found to 10 ms instead of 5)."""
+
 
 @dataclass
 class MotionConfig:

@@ -102,12 +102,13 @@ from core.face import alignment_transform, ensure_bgr
 from engines.recognizer import load_engine
 from realtime.stages.eventbook import EventBook
 from realtime.stages.lane import FaceLane
-from realtime.stages.motion import FLOW_SIZE, MotionSignal, flow_crop
+from realtime.stages.motion import FLOW_SIZE, MOTION_HZ, MotionSignal, flow_crop
 from realtime.stages.multitrack import MAX_FACES, MultiFaceTracker
 from realtime.stages.overlay import FaceMark, OverlayView, draw_overlay
 from realtime.stages.results import FrameResult, RunSummary, StageStats, is_final
 from realtime.stages.sources import Frame
 from realtime.stages.spotter import OnlineSpotter, SpotterConfig
+from realtime.stages.rate import RateLimit
 from realtime.stages.tracker import LANDMARKS_HZ, FaceTracker, SmoothedTransform
 from realtime.stages.worker import RecognitionWorker
 
@@ -136,6 +137,9 @@ class PipelineConfig:
     landmarks_hz: float | None = LANDMARKS_HZ  # landmark refreshes per second of source time, at most:
                                        # a 200 fps stream runs the landmark model on every 4th
                                        # frame (None: every frame; <= 50 fps: every frame anyway)
+    motion_hz: float | None = MOTION_HZ  # motion samples (flow + spotter) per second of source time, at
+                                       # most: every 2nd frame at 200 fps (None: every frame; <= 100 fps:
+                                       # every frame anyway)
     engine: str = "auto"               # "auto" (demo weights) | checkpoint/engine path | "none"
     device: str = "auto"               # "auto" | "cpu" | "cuda"
     draw: bool = True                  # build the overlay image
@@ -169,8 +173,10 @@ class PipelineConfig:
                              f"({MICRO_MAX_MS / 1000:g} s)")
         if not (self.lookahead_s >= 0 and math.isfinite(self.lookahead_s)):
             raise ValueError(f"lookahead_s must be >= 0 (0: causal), got {self.lookahead_s!r}")
-        if self.landmarks_hz is not None and not (math.isfinite(self.landmarks_hz) and self.landmarks_hz > 0):
-            raise ValueError(f"landmarks_hz must be positive or None (every frame), got {self.landmarks_hz!r}")
+        for name in ("landmarks_hz", "motion_hz"):
+            hz = getattr(self, name)
+            if hz is not None and not (math.isfinite(hz) and hz > 0):
+                raise ValueError(f"{name} must be positive or None (every frame), got {hz!r}")
         if self.keep_events < 1:
             raise ValueError(f"keep_events must be >= 1, got {self.keep_events!r}")
         if not isinstance(self.max_faces, int) or isinstance(self.max_faces, bool) or self.max_faces < 1:
@@ -213,10 +219,7 @@ class Pipeline:
             tracker = (FaceTracker(cfg.tracker, redetect_every=cfg.redetect_every) if cfg.max_faces == 1 else
                        MultiFaceTracker(cfg.tracker, max_faces=cfg.max_faces, redetect_every=cfg.redetect_every))
         self.tracker = tracker
-        self._landmarks_every = 1 if cfg.landmarks_hz is None else max(1, round(cfg.fps / cfg.landmarks_hz))
-        # landmark refresh interval in source time (whole frames at the nominal rate)
-        self._landmarks_s = (self._landmarks_every - 0.5) / cfg.fps if self._landmarks_every > 1 else 0.0
-        self._landmarks_t: float | None = None     # source time of the last landmark refresh
+        self._landmarks = RateLimit(cfg.fps, cfg.landmarks_hz)   # landmark refreshes, by source time
         probe = motion or MotionSignal(cfg.fps, **cfg.motion)
         self._flow_size = int(getattr(getattr(probe, "config", None), "flow_size", FLOW_SIZE))
         # the first face's lane (the only one with max_faces 1); pre-built components go here
@@ -243,7 +246,7 @@ class Pipeline:
         return FaceLane(cfg.fps, cfg.smooth_s, cfg.buffer_s, cfg.curve_s,
                         motion or MotionSignal(cfg.fps, **cfg.motion),
                         spotter or OnlineSpotter(cfg.fps, self._spotter_config()),
-                        self._flow_size, cfg.region_margin)
+                        self._flow_size, cfg.region_margin, motion_hz=cfg.motion_hz)
 
     # the first face's components (with max_faces 1, the subject's): what tools that look
     # inside one stream's path read (realtime.bench swaps the spotter for a logging one)
@@ -395,7 +398,7 @@ class Pipeline:
             if n >= limit:
                 break
             image = ensure_bgr(frame.image)
-            refresh = self._landmarks_every == 1 or n % self._landmarks_every == 0
+            refresh = n % self._landmarks.every == 0
             try:
                 results = self._track(image, refresh)
             except Exception:  # counted when the frame comes again through process()
@@ -408,12 +411,16 @@ class Pipeline:
                     stop = True          # another person: their calm is not ours
                     break
                 first_id = tr.face_id if first_id is None else first_id
-                motion, smoother, raw, samples = per_face.setdefault(
+                motion, smoother, raw, samples, rate = per_face.setdefault(
                     tr.face_id, (MotionSignal(cfg.fps, **cfg.motion), SmoothedTransform.for_fps(cfg.fps, cfg.smooth_s),
-                                 [None], []))
+                                 [None], [], RateLimit(cfg.fps, cfg.motion_hz)))
                 if not (getattr(tr, "held", False) and raw[0] is not None):
                     raw[0] = alignment_transform(tr.landmarks)
-                crop = flow_crop(image, (0, 0), smoother.update(raw[0], t=frame.t), self._flow_size)
+                smooth = smoother.update(raw[0], t=frame.t)
+                if not rate.due(frame.t):    # the motion signal's rate, as in process()
+                    continue
+                rate.mark(frame.t)
+                crop = flow_crop(image, (0, 0), smooth, self._flow_size)
                 sample = motion.update(crop, t=frame.t)
                 if sample.ready:
                     samples.append(sample)
@@ -453,11 +460,9 @@ class Pipeline:
 
         # 1. track
         try:
-            refresh = (self._landmarks_t is None or frame.t - self._landmarks_t >= self._landmarks_s
-                       or frame.t < self._landmarks_t)
-            tracked = self._track(image, refresh)
+            tracked = self._track(image, self._landmarks.due(frame.t))
             if tracked and not all(getattr(tr, "held", False) for tr in tracked):
-                self._landmarks_t = frame.t
+                self._landmarks.mark(frame.t)
         except Exception as e:  # native code on a bad frame: count it, treat as no face
             self._fault("tracker_error", f"{self.source_name}: face tracker failed on frame {frame.index} "
                                          f"({type(e).__name__}: {e})")

@@ -44,7 +44,7 @@ class RecordingSettings:
     """What a recording is analysed with (see the module docstring).
 
     ``engine``: "auto" (the demo weights), a checkpoint / engine path, or "none" (spotting
-    only). ``landmarks_hz`` None: landmarks on every frame. ``causal``: no look-ahead (as a
+    only). ``landmarks_hz`` / ``motion_hz`` None: landmarks / motion on every frame. ``causal``: no look-ahead (as a
     camera). ``me_rule``: core.events.expression_kind's rule. ``calibration_s`` None: the
     spotter's default warm start. ``spotter`` / ``motion``: SpotterConfig / MotionConfig
     overrides (a ``rule`` in ``spotter`` wins over ``me_rule``)."""
@@ -53,6 +53,7 @@ class RecordingSettings:
     device: str = "auto"
     tracker: str = "fast"
     landmarks_hz: float | None = PipelineConfig.landmarks_hz
+    motion_hz: float | None = PipelineConfig.motion_hz
     max_faces: int = PipelineConfig.max_faces
     causal: bool = False
     me_rule: str = "megc"
@@ -63,14 +64,15 @@ class RecordingSettings:
     @classmethod
     def from_args(cls, args, **overrides) -> "RecordingSettings":
         """From parsed run_live.py-style options (engine, device, tracker, max_faces, landmarks_hz,
-        causal, me_rule, calibration); options absent from ``args`` keep their defaults."""
+        motion_hz, causal, me_rule, calibration); options absent from ``args`` keep their defaults."""
         kw: dict[str, Any] = {}
         for name, attr in (("engine", "engine"), ("device", "device"), ("tracker", "tracker"), ("max_faces", "max_faces"),
                            ("causal", "causal"), ("me_rule", "me_rule"), ("calibration_s", "calibration")):
             if hasattr(args, attr):
                 kw[name] = getattr(args, attr)
-        if hasattr(args, "landmarks_hz"):
-            kw["landmarks_hz"] = args.landmarks_hz or None     # 0 = every frame
+        for name in ("landmarks_hz", "motion_hz"):
+            if hasattr(args, name):
+                kw[name] = getattr(args, name) or None     # 0 = every frame
         kw.update(overrides)
         return cls(**kw)
 
@@ -92,6 +94,7 @@ class RecordingSettings:
         return PipelineConfig(fps=fps, tracker=self.tracker, max_faces=self.max_faces, device=self.device,
                               engine=self.engine if labelled else "none", draw=draw, draw_fps=draw_fps,
                               calibration_s=self.calibration_s, landmarks_hz=self.landmarks_hz,
+                              motion_hz=self.motion_hz,
                               spotter=self.spotter_overrides(), motion=dict(self.motion),
                               lookahead_s=0.0 if self.causal else PipelineConfig.lookahead_s)
 
