@@ -8,12 +8,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines.export import cached_export, load_checkpoint_graph
+from engines.export import cached_export
 from engines.quantize import LOW_PRECISION_MAX_ABS_DIFF, quantize_qdq, video_pairs
 from engines.recognizer import Recognizer
 from engines.runners import EngineError
 from engines.runners.torch_runner import TorchRunner
-from tests.test_engines import FP32_TOL, make_checkpoint
+from tests import test_engines as _engine_tests
+
+# shared with the ONNX Runtime engine tests: the narrow test checkpoint and real face pairs
+faces, ckpt, graph_info = _engine_tests.faces, _engine_tests.ckpt, _engine_tests.graph_info
+FP32_TOL = _engine_tests.FP32_TOL
 
 ov = pytest.importorskip("openvino", reason="the openvino extra is not installed")
 
@@ -21,21 +25,6 @@ from engines.runners.openvino_runner import OpenVinoRunner  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("cache_dir")
 HAS_BF16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-
-
-@pytest.fixture(scope="module")
-def faces():
-    return video_pairs(n_pairs=6)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory, faces):
-    return make_checkpoint(tmp_path_factory.mktemp("ov") / "moext.safetensors", faces)
-
-
-@pytest.fixture(scope="module")
-def graph_info(ckpt):
-    return load_checkpoint_graph(ckpt)
 
 
 @pytest.fixture(scope="module")

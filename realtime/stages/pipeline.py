@@ -61,7 +61,10 @@ source time (by the frames' timestamps, so a stream that drops frames refreshes 
 often); on a 200 fps stream three frames in four reuse the previous landmarks and raw
 transform (the tracker's ``refresh=False``). The face moves a fraction of a pixel in
 20 ms and the motion crop's alignment is averaged over 0.5 s (and frozen through events),
-so the signal keeps its shape; the per-frame path saves about a millisecond.
+so the signal keeps its shape; the per-frame path saves about a millisecond. The motion
+stage and the spotter can be rate-limited the same way (``motion_hz``, off by default: at
+100 a 200 fps stream is measured on every 2nd frame, 40 % less frame-loop CPU, but the
+spotter's borderline decisions and its apex resolution change; README, "Latency benchmark").
 
 Faces: every face in the frame is followed, up to ``max_faces`` (default 4;
 ``realtime.stages.multitrack.MultiFaceTracker``, stable ids), each in its own
@@ -138,8 +141,8 @@ class PipelineConfig:
                                        # a 200 fps stream runs the landmark model on every 4th
                                        # frame (None: every frame; <= 50 fps: every frame anyway)
     motion_hz: float | None = MOTION_HZ  # motion samples (flow + spotter) per second of source time, at
-                                       # most: every 2nd frame at 200 fps (None: every frame; <= 100 fps:
-                                       # every frame anyway)
+                                       # most (None, the default: every frame; 100: every 2nd frame at
+                                       # 200 fps, a speed option that changes spotting: README)
     engine: str = "auto"               # "auto" (demo weights) | checkpoint/engine path | "none"
     device: str = "auto"               # "auto" | "cpu" | "cuda"
     draw: bool = True                  # build the overlay image
