@@ -144,6 +144,36 @@ def test_pairs_of_faces_on_one_frame_go_to_the_engine_in_one_batch(tiny_recogniz
     w.close()
 
 
+def test_a_withdrawn_event_stops_showing_its_provisional_label():
+    """The spotter rejects an event after its provisional label was shown (a "busy" or
+    "head" verdict at the offset): the face's latest label is taken back, so the overlay
+    does not keep a label for something judged not an expression; another face's stays."""
+    from realtime.stages.eventbook import EventBook
+    from realtime.stages.framebuffer import BufferedFrame, FrameBuffer
+    from realtime.stages.spotter import SpotUpdate
+
+    book = EventBook("withdrawn", 30.0, None, lambda *a, **k: None)
+    buf = FrameBuffer(30.0, 1.0)
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        buf.add(BufferedFrame(i, i / 30, 0.0, rng.integers(0, 255, (240, 240, 3), dtype=np.uint8), (0, 0),
+                              np.array([[1.0, 0, 0], [0, 1.0, 0]]), (0, 0, 200, 200)))
+
+    def update(stage, face):
+        return SpotUpdate(stage=stage, event_id=face, onset_frame=2, apex_frame=7, offset_frame=None, kind=None,
+                          peak_motion=1.0, onset_t=2 / 30, apex_t=7 / 30, offset_t=None, decided_frame=8,
+                          decided_t=8 / 30)
+
+    for face in (0, 1):
+        book.on_update(update("apex", face), 0.0, face_id=face, rule="megc", buffer=buf)
+    shown = book.emit_ready()
+    assert [e.finalised_t for e in shown] == [None, None]          # provisional, spotting only
+    assert set(book.last_by_face) == {0, 1} and book.last_event.face_id == 1
+    book.on_update(update("rejected", 1), 0.0, face_id=1, rule="megc", buffer=buf)
+    assert set(book.last_by_face) == {0} and book.last_event is None
+    assert book.emit_ready() == [] and book.counts["events"] == 0   # nothing final was ever written
+
+
 def test_worker_survives_a_recognizer_that_raises():
     engine = _Failing()
     w = RecognitionWorker(engine)

@@ -95,7 +95,8 @@ class EventBook:
         key = (face_id, int(u.onset_frame))
         ev = self.open.get(key)
         if u.stage == "rejected":          # announced, then judged not an expression: withdrawn
-            self.open.pop(key, None)
+            if self.open.pop(key, None) is not None:
+                self._take_back(face_id, key[1])
             return
         if ev is None:
             ev = _Open(onset_frame=key[1], apex_frame=int(u.apex_frame), onset_t=float(u.onset_t),
@@ -249,6 +250,16 @@ class EventBook:
             self.last_event = e
             self.last_by_face[e.face_id] = e
         return out
+
+    def _take_back(self, face_id: int | None, onset_frame: int) -> None:
+        """A withdrawn event's provisional label is no longer what the face shows (the overlay
+        and the web demo read ``last_event`` / ``last_by_face``); final records never had it."""
+        shown = self.last_by_face.get(face_id)
+        if shown is not None and shown.finalised_t is None and shown.onset_frame == onset_frame:
+            del self.last_by_face[face_id]
+        e = self.last_event
+        if e is not None and e.finalised_t is None and e.face_id == face_id and e.onset_frame == onset_frame:
+            self.last_event = None
 
     # -- end of stream ---------------------------------------------------------------------
     def flush(self) -> list[Event]:
