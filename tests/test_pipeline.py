@@ -171,6 +171,7 @@ def test_a_withdrawn_event_stops_showing_its_provisional_label():
     assert set(book.last_by_face) == {0, 1} and book.last_event.face_id == 1
     book.on_update(update("rejected", 1), 0.0, face_id=1, rule="megc", buffer=buf)
     assert set(book.last_by_face) == {0} and book.last_event is None
+    assert book.take_withdrawn() == [(1, 2)] and book.take_withdrawn() == []   # for the web table, once
     assert book.emit_ready() == [] and book.counts["events"] == 0   # nothing final was ever written
 
 

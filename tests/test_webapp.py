@@ -227,6 +227,26 @@ def test_two_sessions_do_not_share_state(app, clip_frames):
     assert out[3] is b and b.live.frames == len(frames) + 1
 
 
+def test_a_withdrawn_provisional_event_is_marked_in_the_live_table(app, clip_frames):
+    """A provisional row whose event the spotter then judged not an expression says
+    "withdrawn" (the pipeline reports it in FrameResult.withdrawn, from the event book)."""
+    from core.events import Event
+
+    f = clip_frames[0][0][:, :, ::-1].copy()
+    _, _, _, s = app.live_step(f, None)
+    book = s.live.pipeline.book
+    shown = Event(source="live", fps=20.0, onset_frame=3, apex_frame=5, offset_frame=5, onset_t=0.15, apex_t=0.25,
+                  offset_t=0.25, kind="micro", label="surprise", probs={"surprise": 0.9}, peak_motion=1.0,
+                  decided_t=0.3, finalised_t=None, latency_ms={"decision": 50.0}, face_id=0)
+    book.emit_ready = lambda: [shown]
+    app.live_step(f, s)
+    assert list(s.live.table()["status"]) == ["provisional"]
+    book.emit_ready = lambda: []
+    book._withdrawn.append((0, 3))
+    app.live_step(f, s)
+    assert list(s.live.table()["status"]) == ["withdrawn"]
+
+
 def test_temp_files_removed_on_session_end_and_shutdown(recognizer, clip_file, uploads):
     app = WebApp(WebConfig(upload_roots=(str(uploads),)), recognizer)
     root = app.root

@@ -11,7 +11,7 @@ Tabs
   streaming, REALTIME.md "Browser demo facts": stream_every 0.05 s, mirror off, 640x480
   requested); each frame goes through the session's own ``Pipeline``; the annotated frame
   comes back as an in-memory JPEG (a data URL: live frames are never written to disk),
-  with a table of events (provisional, then final) and the achieved rate and per-stage
+  with a table of events (provisional, then final or withdrawn) and the achieved rate and per-stage
   latency. A pause longer than ``restart_gap_s`` starts a new stream (and calibration).
 - Recording: an uploaded video (size and duration limits, optional true-fps override for
   high-speed files) runs through ``sources.open_source`` + ``Pipeline`` + the sinks of

@@ -251,6 +251,11 @@ class LiveStream:
                     self.events_by_face[face] = self.events_by_face.get(face, 0) + 1
                 self.rows[(self.stream_no, e.onset_frame, -1 if e.face_id is None else e.face_id)] = event_row(e, "final" if final else "provisional")
                 self.rows_version += 1
+            for face_id, onset_frame in r.withdrawn:   # shown, then judged not an expression
+                key = (self.stream_no, onset_frame, -1 if face_id is None else face_id)
+                if key in self.rows:
+                    self.rows[key] = {**self.rows[key], "status": "withdrawn"}
+                    self.rows_version += 1
             while len(self.rows) > self.app.config.table_rows:
                 self.rows.pop(next(iter(self.rows)))
             out = r.overlay if r.overlay is not None else bgr

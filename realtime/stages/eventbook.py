@@ -82,6 +82,7 @@ class EventBook:
         self._jobs: list = []                # (job, on_drop) cut this frame, not yet submitted
         self.last_event: Event | None = None
         self.last_by_face: dict[int | None, Event] = {}
+        self._withdrawn: list[tuple] = []     # (face_id, onset_frame) of shown provisional events taken back
         self.by_face: dict[int | None, dict[str, int]] = {}   # face_id -> final events, micro, macro
         self._decision_ms = StageStats()     # latencies of the final events (bounded reservoirs)
         self._wait_ms = StageStats()
@@ -95,8 +96,11 @@ class EventBook:
         key = (face_id, int(u.onset_frame))
         ev = self.open.get(key)
         if u.stage == "rejected":          # announced, then judged not an expression: withdrawn
-            if self.open.pop(key, None) is not None:
+            ev = self.open.pop(key, None)
+            if ev is not None:
                 self._take_back(face_id, key[1])
+                if ev.provisional_sent:
+                    self._withdrawn.append(key)
             return
         if ev is None:
             ev = _Open(onset_frame=key[1], apex_frame=int(u.apex_frame), onset_t=float(u.onset_t),
@@ -260,6 +264,11 @@ class EventBook:
         e = self.last_event
         if e is not None and e.finalised_t is None and e.face_id == face_id and e.onset_frame == onset_frame:
             self.last_event = None
+
+    def take_withdrawn(self) -> list[tuple]:
+        """(face_id, onset_frame) of the provisional events withdrawn since the last call."""
+        out, self._withdrawn = self._withdrawn, []
+        return out
 
     # -- end of stream ---------------------------------------------------------------------
     def flush(self) -> list[Event]:

@@ -515,6 +515,7 @@ class Pipeline:
         if infer_ms:
             timings["infer"] = infer_ms
         res.new_events = self.book.emit_ready()
+        res.withdrawn = self.book.take_withdrawn()
         for face in res.faces:
             face.last_event = self.book.last_by_face.get(face.face_id)
 

@@ -63,6 +63,8 @@ class FrameResult:
     in_event: bool = False                   # the spotter holds an event open
     calibrating: bool = False
     new_events: list[Event] = field(default_factory=list)  # provisional and final, this frame
+    withdrawn: list[tuple] = field(default_factory=list)    # (face_id, onset_frame) of provisional events
+                                                            # judged not an expression on this frame
     overlay: np.ndarray | None = None        # annotated BGR image when drawn
     timings_ms: dict[str, float] = field(default_factory=dict)
     latency_ms: float = 0.0                  # frame latency: captured -> result ready
