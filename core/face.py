@@ -29,6 +29,8 @@ paper's), "fast" (BlazeFace + 68 points) and "mediapipe" (BlazeFace + mesh).
 """
 from __future__ import annotations
 
+import atexit
+import collections
 import contextlib
 import functools
 import importlib.util
@@ -578,6 +580,33 @@ def _close_task(task) -> None:
         task._handle = None
 
 
+_orphans: collections.deque = collections.deque()   # tasks of detectors garbage-collected unclosed
+
+
+def _orphan_task(task) -> None:
+    """weakref.finalize callback of a MediaPipeDetector nobody closed: only queue its task.
+
+    The garbage collector can run this inside another MediaPipe call on the same thread (any
+    allocation there may trigger it), and a task's close() goes through the Tasks API's
+    dispatcher, whose thread-pool lock is not re-entrant: closing here deadlocked a test run
+    (a detect() holding the lock, then this close() waiting for it). Queued tasks are closed
+    by the next detector made or closed, and at exit (``close_orphaned_tasks``)."""
+    _orphans.append(task)
+
+
+def close_orphaned_tasks() -> None:
+    """Close the tasks queued by ``_orphan_task`` (called where no MediaPipe call is running)."""
+    while True:
+        try:
+            task = _orphans.popleft()
+        except IndexError:
+            return
+        _close_task(task)
+
+
+atexit.register(close_orphaned_tasks)
+
+
 class MediaPipeDetector:
     """MediaPipe BlazeFace (short-range model) through the Tasks API, offline.
 
@@ -596,6 +625,7 @@ class MediaPipeDetector:
 
     def __init__(self, min_confidence: float = 0.8, tiles: bool = True,
                  model_path: str | Path | None = None) -> None:
+        close_orphaned_tasks()
         path = Path(model_path) if model_path else mediapipe_model_path(BLAZEFACE_MODEL)
         if not path.is_file():
             raise FaceModelError(f"{path}: BlazeFace model file not found; pass the path of "
@@ -616,7 +646,7 @@ class MediaPipeDetector:
             except Exception as e:  # the Tasks API raises RuntimeError/ValueError variants
                 raise FaceModelError(f"{path}: could not load as a MediaPipe face detector ({e}); "
                                      f"restore {BLAZEFACE_MODEL} (see core/assets/MODELS.md)") from None
-        self._finalizer = weakref.finalize(self, _close_task, self._det)
+        self._finalizer = weakref.finalize(self, _orphan_task, self._det)
         self._mp = mp
         self.min_confidence = float(min_confidence)
         self.tiles = tiles
@@ -673,7 +703,9 @@ class MediaPipeDetector:
         return len(square_tiles(height, width)) if self.tiles else 0
 
     def close(self) -> None:
-        self._finalizer()
+        if self._finalizer.detach() is not None:   # closed here, not by the garbage collector
+            _close_task(self._det)
+        close_orphaned_tasks()
 
 
 # MediaPipe mesh vertex read as each dlib point (index = dlib point), chosen by

@@ -122,6 +122,35 @@ def test_no_face_frames_give_no_detection(hog, blaze, asset):
     assert [i for i in range(0, len(frames), 24) if hog.detect(frames[i])] == []
 
 
+def test_a_detector_collected_inside_a_mediapipe_call_does_not_deadlock(single):
+    """An unclosed MediaPipeDetector can be garbage-collected while this thread is inside
+    another MediaPipe call, whose dispatcher holds concurrent.futures' global submit lock
+    (not re-entrant): its task is then queued, not closed there (closing there hung a test
+    run), and the next detector made closes it."""
+    import concurrent.futures.thread as cft
+    import gc
+    import threading
+
+    face.MediaPipeDetector().close()   # mediapipe's first import keeps its caller's frame (and detector) alive
+    done = threading.Event()
+
+    def collected_inside_a_call():
+        det = face.MediaPipeDetector()
+        det.detect(single)
+        with cft._global_shutdown_lock:   # what a detect()'s dispatcher submit holds when the GC strikes
+            del det
+            gc.collect()
+        done.set()
+
+    t = threading.Thread(target=collected_inside_a_call, daemon=True)
+    t.start()
+    t.join(60)
+    assert done.is_set(), "closing a collected detector inside a MediaPipe call deadlocked"
+    assert len(face._orphans) >= 1
+    face.MediaPipeDetector().close()          # the next detector closes the queued task
+    assert not face._orphans
+
+
 def test_square_tiles_cover_wide_and_tall_frames():
     tiles = square_tiles(667, 1000)
     assert [t[2] for t in tiles] == [667] * 3
