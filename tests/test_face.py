@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from core import face
+from core import face, native
 from core.face import (
     ALIGN_INDICES, BLAZEFACE_TO_HOG, CROP_SIZE, MEAN_SHAPE_68, MIRROR_68, TEMPLATE_5, BoxMapping, DlibDetector,
     FaceAligner, FaceBox, FaceMesh, FaceModelError, Landmarks68, MediaPipeDetector, NoFaceError,
@@ -146,9 +146,9 @@ def test_a_detector_collected_inside_a_mediapipe_call_does_not_deadlock(single):
     t.start()
     t.join(60)
     assert done.is_set(), "closing a collected detector inside a MediaPipe call deadlocked"
-    assert len(face._orphans) >= 1
+    assert len(native._orphans) >= 1
     face.MediaPipeDetector().close()          # the next detector closes the queued task
-    assert not face._orphans
+    assert not native._orphans
 
 
 def test_square_tiles_cover_wide_and_tall_frames():
