@@ -36,6 +36,7 @@ import copy
 import dataclasses
 import logging
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -240,28 +241,25 @@ def _make_runner(name: str, graph, info, device: str, *, threads, compile, calib
         # A copy: the runner casts to fp16 in place, and a fallback needs the fp32 graph.
         return CudaRunner(copy.deepcopy(graph), info, device="cuda" if device == "auto" else device, compile=compile)
     if name in ("onnx", "onnx-int8"):
-        return _cached_ort_runner(graph, info, int8=name == "onnx-int8", threads=threads, calib=calib, spin=spin)
+        return _cached_export_runner(graph, info, "int8" if name == "onnx-int8" else "fp32", calib,
+                                     lambda path: OrtRunner(path, threads=threads, spin=spin))
     if name.startswith("openvino"):
         from engines.runners.openvino_runner import OpenVinoRunner
 
         precision = {"openvino": "fp32", "openvino-bf16": "bf16", "openvino-int8": "int8"}[name]
-        path = cached_export(graph, info, "int8" if precision == "int8" else "fp32", calib=calib)
-        runner = OpenVinoRunner(path, precision=precision, threads=threads)
-        if runner.model.checkpoint_hash != info.checkpoint_hash:  # a cache file from other weights: never use it
-            path.unlink(missing_ok=True)
-            raise EngineError(f"{path}: cached export does not match {info.weights}; it was removed, load again")
-        runner.model = dataclasses.replace(runner.model, weights=info.weights)
-        return runner
+        return _cached_export_runner(graph, info, "int8" if precision == "int8" else "fp32", calib,
+                                     lambda path: OpenVinoRunner(path, precision=precision, threads=threads))
     raise ValueError(f"unknown engine {name!r}")
 
 
-def _cached_ort_runner(graph, info, *, int8: bool, threads, calib, spin: bool = True) -> Runner:
-    """ONNX Runtime on the checkpoint's export in the user's cache dir (made once per
-    checkpoint hash; a damaged cache file is rebuilt once)."""
+def _cached_export_runner(graph, info, export: str, calib, make: Callable[[Path], Runner]) -> Runner:
+    """``make(path)`` (ONNX Runtime or OpenVINO) on the checkpoint's ``export`` ("fp32" or
+    "int8") in the user's cache dir (made once per checkpoint hash; a damaged cache file is
+    rebuilt once)."""
     for attempt in range(2):
-        path = cached_export(graph, info, "int8" if int8 else "fp32", calib=calib)
+        path = cached_export(graph, info, export, calib=calib)
         try:
-            runner = OrtRunner(path, threads=threads, spin=spin)
+            runner = make(path)
         except EngineError:
             if attempt:
                 raise

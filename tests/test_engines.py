@@ -255,7 +255,7 @@ def test_best_engine_falls_back_with_logged_reason(ckpt, monkeypatch, caplog):
     def broken(*a, **k):
         raise EngineError("onnxruntime broke (simulated)")
 
-    monkeypatch.setattr(recognizer, "_cached_ort_runner", broken)
+    monkeypatch.setattr(recognizer, "_cached_export_runner", broken)
     with caplog.at_level("WARNING", logger="engines.recognizer"):
         rec = Recognizer.load(ckpt, device="cpu")
     assert rec.name == "torch"
