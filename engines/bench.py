@@ -9,7 +9,9 @@ conversion included -- on aligned face pairs from the bundled sample video:
 - throughput at batch --batch (pairs/s from the median call);
 - max |p - p_eager_fp32| and top-1 agreement over the face pairs (parity), and whether a
   low-precision engine passes the acceptance gate (engines.quantize.LOW_PRECISION_MAX_ABS_DIFF);
-- the speed-up over ONNX Runtime fp32 in the same run.
+- the speed-up over ONNX Runtime fp32 in the same run;
+- the fp32 network's own spread: max |dp| under half a grey level of independent noise on
+  each frame (engines.quantize.noise_spread), the scale to read the others' |dp| against.
 It prints a markdown table with the machine's description and writes the same as JSON.
 
 By default the network is full width (1.0) with random weights, which is fine for
@@ -39,7 +41,7 @@ import torch
 from core.machine import describe, load_average
 from core.stats import percentiles
 from engines.export import export_onnx, load_checkpoint_graph
-from engines.quantize import quantize_qdq, video_pairs
+from engines.quantize import noise_spread, quantize_qdq, video_pairs
 from engines.recognizer import Recognizer
 from engines.quantize import LOW_PRECISION_MAX_ABS_DIFF
 from engines.runners import EngineUnavailableError, ModelInfo, user_cache_dir
@@ -51,6 +53,7 @@ from train.moext import MoExtClassifier, MoExtConfig, RecognitionGraph, count_pa
 
 log = logging.getLogger("engines.bench")
 
+NOISE_SIGMA = 0.5  # grey levels of sensor noise for the fp32 network's own spread
 ALL_ENGINES = ("torch", "onnx", "onnx-int8", "openvino", "cuda", "tensorrt")
 
 
@@ -173,12 +176,14 @@ def build_recognizers(graph, info, engines: list[str], tmp: Path, *, threads: in
             yield name, None, f"failed: {type(e).__name__}: {e}"
 
 
-def markdown(results: list[dict], mach: dict) -> str:
+def markdown(results: list[dict], mach: dict, spread: float | None = None) -> str:
     lines = [
         f"Machine: {mach['cpu']}, {mach['cores_physical']} cores ({mach['cores_logical']} logical), "
         f"GPU: {mach['gpu'] or 'none'}; torch {mach['torch']}, onnxruntime {mach['onnxruntime']}"
         f"{', TensorRT ' + mach['tensorrt'] if mach.get('tensorrt') else ''}; "
-        f"load average {mach.get('loadavg_1min', '?')} before, {mach.get('loadavg_after', '?')} after",
+        f"load average {mach.get('loadavg_1min', '?')} before, {mach.get('loadavg_after', '?')} after"
+        + ("" if spread is None else f"; the fp32 network under {NOISE_SIGMA} grey levels of independent noise "
+                                     f"per frame moves by max |dp| {spread:.1e} on the same pairs"),
         "",
         "| engine | precision | device | batch 1 p50 (ms/pair) | batch 1 p99 | batch 1 min | batch 1 CPU ms | "
         "x ORT fp32 (p50) | pairs/s at batch {} | max abs dp vs eager fp32 | top-1 agreement | "
@@ -244,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     reference = TorchRunner(copy.deepcopy(graph), info)
     p_ref = reference.run(onset, apex)
     mach = machine()
+    spread = noise_spread(reference, onset, apex, NOISE_SIGMA)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, rec, note in build_recognizers(graph, info, engines, Path(tmp), threads=a.threads, plan=a.plan,
@@ -269,11 +275,12 @@ def main(argv: list[str] | None = None) -> int:
     load = load_average()
     if load is not None:
         mach["loadavg_after"] = load["1min"]
-    table = markdown(results, mach)
+    table = markdown(results, mach, spread)
     print(table)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps({"machine": mach, "network": {"width": info.width, "params": info.params,
-                                                              "weights": info.weights},
+                                                              "weights": info.weights,
+                                                              f"noise_spread_sigma{NOISE_SIGMA:g}": spread},
                                  "results": results, "markdown": table}, indent=2, default=str))
     print(f"wrote {a.out}", file=sys.stderr)
     return 0

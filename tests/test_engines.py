@@ -18,7 +18,8 @@ from torch import nn
 
 from core.contract import InputContractError
 from engines.export import cached_export, export_onnx, info_from_props, load_checkpoint_graph
-from engines.quantize import LOW_PRECISION_MAX_ABS_DIFF, parity_report, quantize_qdq, split_pairs, video_pairs
+from engines.quantize import (LOW_PRECISION_MAX_ABS_DIFF, noise_spread, parity_report, quantize_qdq, split_pairs,
+                              video_pairs)
 from engines.recognizer import DEMO_WEIGHTS, DemoWeightsMissingError, Recognizer, engine_order
 from engines.runners import EngineError
 from engines.runners.onnxruntime_runner import OrtRunner
@@ -159,6 +160,19 @@ def test_int8_qdq_parity_on_held_out_faces(fp32_onnx, tmp_path, faces):
     p32, p8 = OrtRunner(fp32_onnx).run(*faces), r8.run(*faces)
     assert report.pairs == len(faces[0]) > 0
     assert report.top1_agreement == pytest.approx(float((p32.argmax(1) == p8.argmax(1)).mean()))
+
+
+def test_noise_spread_of_the_demo_weights_on_real_faces(faces):
+    """The fp32 network's own movement under camera noise (engines.bench prints it beside
+    the gate): none without noise, reproducible from its seed, and for the demo weights on
+    real face pairs larger than the 0.02 gate already at half a grey level (README, "Engines")."""
+    graph, info = load_checkpoint_graph(DEMO_WEIGHTS)
+    runner = TorchRunner(graph, info)
+    onset, apex = faces
+    assert noise_spread(runner, onset, apex, sigma=0.0) == 0.0
+    spread = noise_spread(runner, onset, apex, sigma=0.5, seed=3)
+    assert spread == noise_spread(runner, onset, apex, sigma=0.5, seed=3)
+    assert spread > LOW_PRECISION_MAX_ABS_DIFF
 
 
 def test_split_pairs_alternates():
@@ -381,7 +395,8 @@ def test_bench_table_and_machine_description():
              "min_ms": 3.5, "cpu_ms": 8.0, "batch": 64, "pairs_per_s": 400.0, "max_abs_diff": 0.25,
              "top1_agreement": 0.875, "within_gate": False, "speedup_vs_ort_fp32": 2.5},
             {"engine": "tensorrt", "note": "TensorRT not installed"}]
-    table = markdown(rows, mach)
+    table = markdown(rows, mach, spread=0.125)
+    assert "0.5 grey levels of independent noise per frame moves by max |dp| 1.2e-01" in table
     assert "| onnxruntime fp32 | fp32 | cpu | 10.00 | 12.50 | 9.00 | 19.5 | 1.00 | 120.0 | 3.0e-08 | 100% |  |" in table
     assert "| openvino int8 | int8 | cpu | 4.00 | 5.00 | 3.50 | 8.0 | 2.50 | 400.0 | 2.5e-01 | 88% | **fail** |" in table
     assert "gate (<= 0.02)" in table
