@@ -16,7 +16,12 @@ next animation frame; latency = that moment - when the same source frame was sho
 the preview. Round-trip fps = annotated images shown per second. Both are printed (run
 with -s) and written to the test's temp folder (webapp_latency.json).
 
-MOEXT_SCREENSHOT=docs/webapp.png saves the page screenshot there (else in the temp folder).
+A third test does the same on the /webrtc page (realtime.frontends.webrtc: the webcam as a
+video track, the annotated frames back as one, events over a data channel) and prints the
+same figures for that transport.
+
+MOEXT_SCREENSHOT=docs/webapp.png saves the page screenshot there (else in the temp folder);
+MOEXT_WEBRTC_SCREENSHOT=docs/webrtc.png the WebRTC page's.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ import pytest
 
 from conftest import chromium_path
 from engines.recognizer import load_engine
+from realtime.frontends import webrtc
 from realtime.frontends.webapp import build_app
 from realtime.frontends.webcodec import BrowserVideoWriter
 from realtime.frontends.websession import WebConfig
@@ -44,7 +50,7 @@ FLAGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
          "--disable-quic", "--no-first-run"]
 
 MEASURE_JS = """
-([x0, y0, cell, bits]) => {
+([x0, y0, cell, bits, camSel, outSel]) => {
   const m = {cam: [], out: []};
   window.__moext = m;
   const w = cell * (bits + 2), h = cell;
@@ -69,18 +75,19 @@ MEASURE_JS = """
     for (let i = 1; i <= bits; i++) n = (n << 1) | (level(i) > 128 ? 1 : 0);
     return n;
   };
-  const watchCamera = () => {
-    const v = document.querySelector('#webcam video');
-    if (!v || !v.requestVideoFrameCallback) { setTimeout(watchCamera, 50); return; }
+  const watchVideo = (sel, list, keepNull) => {   // every frame a <video> shows: [number, when shown]
+    const v = document.querySelector(sel);
+    if (!v || !v.requestVideoFrameCallback) { setTimeout(() => watchVideo(sel, list, keepNull), 50); return; }
     const onFrame = (now) => {
       const n = read(v, v.videoWidth, v.videoHeight);
-      if (n !== null) m.cam.push([n, now]);   // source frame n shown in the preview at `now`
-      if (m.cam.length > 20000) m.cam.splice(0, 10000);
+      if (n !== null || keepNull) list.push([n, now]);
+      if (list.length > 20000) list.splice(0, 10000);
       v.requestVideoFrameCallback(onFrame);
     };
     v.requestVideoFrameCallback(onFrame);
   };
-  watchCamera();
+  watchVideo(camSel, m.cam, false);   // source frame n shown in the preview at `now`
+  if (outSel) { watchVideo(outSel, m.out, true); return; }   // annotated frames as video (WebRTC)
   let last = null;
   const onOut = () => {
     const img = document.querySelector('#annotated img');
@@ -171,6 +178,7 @@ def server(media, tmp_path_factory):
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False,
                 max_file_size="200mb")
+    webrtc.mount(demo)  # as realtime.frontends.webapp.launch does
     yield {"url": f"http://127.0.0.1:{port}/", "app": demo.moext_app, "gradio_tmp": gradio_tmp}
     demo.close()
     demo.moext_app.close()
@@ -207,7 +215,7 @@ def test_live_webcam_stream_end_to_end_and_sessions_isolated(server, browser, me
     page = open_page(browser, server["url"])
     page.get_by_text("Click to Access Webcam").click()
     page.wait_for_selector("#webcam video")
-    page.evaluate(MEASURE_JS, [*COUNTER_ORIGIN, COUNTER_CELL, COUNTER_BITS])
+    page.evaluate(MEASURE_JS, [*COUNTER_ORIGIN, COUNTER_CELL, COUNTER_BITS, "#webcam video", None])
     page.locator('#webcam button[aria-label="capture photo"], #webcam button[aria-label="start recording"]'
                  ).first.click()
     watcher.get_by_role("button", name="Clear events").click()  # gives the watcher its own server session
@@ -243,26 +251,74 @@ def test_live_webcam_stream_end_to_end_and_sessions_isolated(server, browser, me
     assert len(out) >= 50 and len(numbers) >= 0.8 * len(out)
     assert len(set(numbers)) >= 30 and max(numbers) < 180  # the clip's 180 frames, looping
 
-    # round trip and camera-to-screen latency over the last 15 s of the run
+    figures = round_trip_figures(m, s, stats_text)
+    for p in (page, watcher):
+        p.context.close()  # the stream stops: later tests (the WebRTC one) measure without it
+    (tmp_path / "webapp_latency.json").write_text(json.dumps(figures, indent=2))
+    print("\nlive tab, 640x480:", json.dumps(figures))
+    assert figures["round_trip_fps"] >= 3 and figures["latency_samples"] >= 20 and 0 < figures["latency_ms_p50"] < 2000
+
+
+def round_trip_figures(m: dict, s: dict, stats_text: str) -> dict:
+    """Round-trip fps and camera-to-screen latency over the last 15 s of a run (the page's
+    measurements ``m``) with the server's own figures ``s`` (LiveStream.stats)."""
+    out = m["out"]
     t_end = out[-1][1]
     window = [o for o in out if o[1] >= t_end - 15_000]
     fps = (len(window) - 1) / ((window[-1][1] - window[0][1]) / 1000)
     lat = np.array(camera_to_screen_ms(m["cam"], window))
-    figures = {"round_trip_fps": round(fps, 1), "latency_ms_p50": round(float(np.median(lat)), 1),
-               "latency_ms_p95": round(float(np.percentile(lat, 95)), 1), "latency_samples": int(lat.size),
-               "server_fps": s["fps"], "server_ms_p50": s["server_ms_p50"], "frames": s["frames"],
-               "events": s["events"], "stages_p50": {k: v["p50"] for k, v in s["stages"].items()},
-               "resolution": "640x480", "preview_samples": len(m["cam"]),
-               "stats_text": next((x for x in stats_text.splitlines() if "fps" in x), "")}
-    (tmp_path / "webapp_latency.json").write_text(json.dumps(figures, indent=2))
-    print("\nlive tab, 640x480:", json.dumps(figures))
-    assert fps >= 3 and lat.size >= 20 and 0 < figures["latency_ms_p50"] < 2000
+    return {"round_trip_fps": round(fps, 1), "latency_ms_p50": round(float(np.median(lat)), 1) if lat.size else None,
+            "latency_ms_p95": round(float(np.percentile(lat, 95)), 1) if lat.size else None,
+            "latency_samples": int(lat.size), "server_fps": s["fps"], "server_ms_p50": s["server_ms_p50"],
+            "frames": s["frames"], "events": s["events"], "stages_p50": {k: v["p50"] for k, v in s["stages"].items()},
+            "resolution": "640x480", "preview_samples": len(m["cam"]),
+            "stats_text": next((x for x in stats_text.splitlines() if "fps" in x), "")}
 
-    # the other session saw none of it
-    assert event_rows(watcher.locator("#live-events").inner_text()) == 0
-    idle = [x for x in sessions if x.live.frames == 0]
-    assert len(idle) == 1 and idle[0].live.table().empty and idle[0].id != streaming[0].id
-    watcher.context.close()
+
+def test_webrtc_page_streams_both_ways_and_closes_its_session(server, browser, media, tmp_path):
+    """/webrtc (realtime.frontends.webrtc), in the same server as the Gradio page: the fake
+    webcam goes to the server as a video track, the annotated frames come back as a video
+    track and the events over the data channel; measured as the Gradio tab is. Stopping
+    closes the connection and its session."""
+    app = server["app"]
+    before = set(app.sessions)
+    page = open_page(browser, server["url"] + "webrtc")
+    page.evaluate(MEASURE_JS, [*COUNTER_ORIGIN, COUNTER_CELL, COUNTER_BITS, "#local", "#annotated"])
+    page.click("#start")
+    deadline = time.monotonic() + 90
+    first_out, rows = None, 0
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        if first_out is None and page.evaluate("() => window.__moext.out.length"):
+            first_out = time.monotonic()
+        rows = event_rows(page.locator("#events").inner_text())
+        if rows >= 1 and first_out is not None and time.monotonic() - first_out >= 18:
+            break
+    assert page.locator("#error").inner_text() == ""
+    stats_text = page.locator("#stats").inner_text()
+    shot = Path(os.environ.get("MOEXT_WEBRTC_SCREENSHOT") or tmp_path / "webrtc.png")
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shot), full_page=True)
+    m = page.evaluate("() => window.__moext")
+    new = [app.sessions[k] for k in set(app.sessions) - before]
+    assert len(new) == 1, list(app.sessions)
+    session = new[0]
+    s = session.live.stats()
+    assert s["frames"] >= 50 and s["frames_with_face"] >= 0.9 * s["frames"], s
+    assert s["events"] >= 1 and rows >= 1, (s, page.locator("#events").inner_text())
+    numbers = [n for n, _ in m["out"] if n is not None]
+    assert len(m["out"]) >= 50 and len(numbers) >= 0.8 * len(m["out"])
+    assert len(set(numbers)) >= 30 and max(numbers) < 180
+    figures = round_trip_figures(m, s, stats_text)
+    (tmp_path / "webrtc_latency.json").write_text(json.dumps(figures, indent=2))
+    print("\nWebRTC page, 640x480:", json.dumps(figures))
+    assert figures["round_trip_fps"] >= 3 and figures["latency_samples"] >= 20
+
+    page.click("#stop")
+    deadline = time.monotonic() + 30
+    while session.id in app.sessions and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert session.id not in app.sessions and session.closed
     page.context.close()
 
 

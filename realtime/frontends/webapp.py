@@ -19,6 +19,8 @@ Tabs
   OpenCV writes does not play in browsers); out come the annotated video, a plot of the
   motion signal with the spotted intervals and labels, the events table and the files.
 - Info: weights, engine, precision, device, and what the default weights are.
+- /webrtc (realtime.frontends.webrtc): the live tab over WebRTC, video both ways, in the
+  same server and sessions (the ``webrtc`` extra); linked from the Live tab.
 
 Sessions and files (issue "hostile input")
 - Each browser session gets a ``WebSession`` (in a ``gr.State``): its own live pipeline
@@ -49,6 +51,7 @@ import gradio as gr
 from gradio.data_classes import ImageData
 
 from engines.recognizer import DEMO_WEIGHTS
+from realtime.frontends import webrtc
 from realtime.frontends.options import build_parser
 from realtime.frontends.webhandlers import VIDEO_TYPES, WebApp
 from realtime.frontends.websession import (
@@ -163,6 +166,8 @@ def build_page(app: WebApp) -> gr.Blocks:
                                     elem_id="annotated", format="jpeg")
             stats = gr.Markdown("Start the webcam: the first second calibrates on a neutral face.",
                                 elem_id="live-stats")
+            gr.Markdown("The same live view as video both ways, at the webcam's frame rate: "
+                        "[open the WebRTC page](webrtc) (same machine or LAN).", elem_id="webrtc-link")
             with gr.Row():
                 recal = gr.Button("Recalibrate (keep a neutral face)", size="sm")
                 clear_btn = gr.Button("Clear events", size="sm")
@@ -247,7 +252,10 @@ def launch(args: argparse.Namespace) -> int:
         print(f"error: could not start the web server on {getattr(args, 'host', '')}:{getattr(args, 'port', '')} "
               f"({e}); choose another --port", flush=True)
         return 2
+    webrtc.mount(demo)
     print(f"web demo running at {local_url}" + (f" and {share_url}" if share_url else ""), flush=True)
+    print(f"live over WebRTC at {local_url}webrtc" if app.rtc else f"no WebRTC page ({webrtc.INSTALL_HINT})",
+          flush=True)
     if share and not share_url:
         print("warning: no share link could be created (it needs internet access to gradio.live)", flush=True)
     print("press Ctrl+C to stop", flush=True)

@@ -164,6 +164,7 @@ class WebApp:
         self.recognizer = recognizer
         self.owns_recognizer = False   # True when loaded here (load): closed with the app
         self.note = note
+        self.rtc = None                # realtime.frontends.webrtc.RtcPeers once mounted
         self._own_root = cfg.work_dir is None
         self.root = Path(cfg.work_dir) if cfg.work_dir else Path(tempfile.mkdtemp(prefix="moext-web-"))
         self.root.mkdir(parents=True, exist_ok=True)
@@ -255,8 +256,10 @@ class WebApp:
             other.release()
 
     def close(self) -> None:
-        """Shut down: every session, the recogniser, the work folder."""
+        """Shut down: WebRTC connections, every session, the recogniser, the work folder."""
         self.closed = True
+        if self.rtc is not None:
+            self.rtc.close()
         with self._lock:
             sessions, self.sessions = list(self.sessions.values()), {}
         for s in sessions:

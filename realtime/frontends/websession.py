@@ -156,6 +156,7 @@ class LiveStream:
         self.session_id = session_id
         self.lock = threading.Lock()
         self.pipeline: Pipeline | None = None
+        self.nominal_fps = app.config.live_fps  # the stream's expected rate (WebRTC: the webcam's)
         self.stream_no = 0          # streams started in this session (restarts after pauses)
         self.index = 0              # frame index within the current stream
         self.t0 = 0.0
@@ -177,7 +178,7 @@ class LiveStream:
     def _start_stream(self, size: tuple[int, int]) -> None:
         self._close_pipeline()
         self.app.make_room_for_live(self)
-        self.pipeline = self.app.new_pipeline(self.app.config.live_fps, f"browser:{self.session_id[:8]}")
+        self.pipeline = self.app.new_pipeline(self.nominal_fps, f"browser:{self.session_id[:8]}")
         self.stream_no += 1
         self.index = 0
         self.t0 = time.perf_counter()
@@ -216,21 +217,28 @@ class LiveStream:
 
     # -- one frame -------------------------------------------------------------------------
     def step(self, image_rgb: np.ndarray) -> JpegFrame | None:
-        """Process one RGB frame from the browser; returns the annotated frame (None when
-        the frame was dropped because the previous one is still being processed)."""
-        arrival = time.perf_counter()
+        """Process one RGB frame from the browser (Gradio's stream); returns the annotated
+        frame as JPEG (None when the frame was dropped because the previous one is still
+        being processed)."""
+        image = np.asarray(image_rgb)
+        if image.ndim == 2:
+            image = np.repeat(image[:, :, None], 3, axis=2)
+        if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 frame, got shape {image.shape} {image.dtype}")
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGBA2BGR if image.shape[2] == 4 else cv2.COLOR_RGB2BGR)
+        return self.process(bgr, time.perf_counter(), encode=True)
+
+    def process(self, bgr: np.ndarray, arrival: float, *, encode: bool = False) -> np.ndarray | JpegFrame | None:
+        """One BGR frame that arrived at ``arrival`` (time.perf_counter) through the session's
+        pipeline: the annotated frame (BGR, or JPEG with ``encode``), None when dropped because
+        the previous frame is still being processed. Used by both transports (Gradio's stream,
+        ``step``; WebRTC, realtime.frontends.webrtc)."""
         if not self.lock.acquire(blocking=False):
             self.busy_dropped += 1
             return None
         try:
             if self.closed:
                 raise RuntimeError("this browser session was closed; reload the page")
-            image = np.asarray(image_rgb)
-            if image.ndim == 2:
-                image = np.repeat(image[:, :, None], 3, axis=2)
-            if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
-                raise ValueError(f"expected an RGB uint8 frame, got shape {image.shape} {image.dtype}")
-            bgr = cv2.cvtColor(image, cv2.COLOR_RGBA2BGR if image.shape[2] == 4 else cv2.COLOR_RGB2BGR)
             size = (bgr.shape[1], bgr.shape[0])
             gap = arrival - self.last_arrival if self.last_arrival is not None else math.inf
             if self.pipeline is None or gap > self.app.config.restart_gap_s or size != self.size:
@@ -259,10 +267,11 @@ class LiveStream:
             while len(self.rows) > self.app.config.table_rows:
                 self.rows.pop(next(iter(self.rows)))
             out = r.overlay if r.overlay is not None else bgr
-            jpeg = JpegFrame(encode_jpeg(out, self.app.config.jpeg_quality))
+            if encode:
+                out = JpegFrame(encode_jpeg(out, self.app.config.jpeg_quality))
             self.arrivals.append(arrival)
             self.handler_ms.append((time.perf_counter() - arrival) * 1e3)
-            return jpeg
+            return out
         finally:
             self.lock.release()
 

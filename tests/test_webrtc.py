@@ -1,0 +1,123 @@
+"""The web demo's WebRTC transport (realtime/frontends/webrtc.py) with a real aiortc peer in
+this process as the browser: real frames of the bundled real face clip go out as a video
+track (VP8, paced at 30 frames/s), the annotated frames come back as a video track, the
+stats and events over the data channel; closing the connection closes the session. The
+page itself in real Chromium: tests/test_browser.py."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("aiortc", reason='the webrtc extra: pip install -e ".[webrtc]"')
+
+from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack  # noqa: E402
+from aiortc.mediastreams import MediaStreamError  # noqa: E402
+from av import VideoFrame  # noqa: E402
+
+from core import assets  # noqa: E402
+from realtime.frontends.webhandlers import WebApp  # noqa: E402
+from realtime.frontends.webrtc import RtcPeers  # noqa: E402
+from realtime.frontends.websession import WebConfig  # noqa: E402
+
+
+@pytest.fixture
+def app(tmp_path):
+    a = WebApp(WebConfig(engine="none", work_dir=str(tmp_path / "web")))  # spotting only: the transport is tested
+    yield a
+    a.close()
+
+
+def clip_frames(n: int = 90) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(assets.sample_path()))
+    frames = []
+    while len(frames) < n:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.resize(f, (640, 480)))
+    cap.release()
+    assert len(frames) >= 30
+    return frames
+
+
+class ClipTrack(VideoStreamTrack):
+    """The clip's frames, looping, at 30 frames/s (aiortc's own pacing)."""
+
+    def __init__(self, frames):
+        super().__init__()
+        self.frames, self.i = frames, 0
+
+    async def recv(self):
+        pts, time_base = await self.next_timestamp()
+        f = VideoFrame.from_ndarray(self.frames[self.i % len(self.frames)], format="bgr24")
+        f.pts, f.time_base = pts, time_base
+        self.i += 1
+        return f
+
+
+async def browser_side(peers: RtcPeers, frames, want: int = 45, timeout: float = 60.0):
+    pc = RTCPeerConnection()
+    pc.addTrack(ClipTrack(frames))
+    channel = pc.createDataChannel("events")
+    messages, got = [], []
+    channel.on("message", messages.append)
+
+    async def consume(track):
+        while True:
+            try:
+                got.append((await track.recv()).to_ndarray(format="bgr24"))
+            except MediaStreamError:
+                return
+
+    pc.on("track", lambda track: asyncio.ensure_future(consume(track)))
+    await pc.setLocalDescription(await pc.createOffer())
+    answer = await asyncio.to_thread(peers.answer, {"sdp": pc.localDescription.sdp, "type": "offer"})
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+    deadline = time.monotonic() + timeout
+    while len(got) < want and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    channel.send("recalibrate")
+    await asyncio.sleep(0.3)
+    await pc.close()
+    return answer["id"], got, messages
+
+
+def test_a_peer_streams_frames_and_gets_annotated_frames_back(app):
+    peers = RtcPeers(app)
+    app.rtc = peers
+    frames = clip_frames()
+    sid, got, messages = asyncio.run(browser_side(peers, frames))
+    assert len(got) >= 45 and got[0].shape == (480, 640, 3)
+    session = app.sessions.get(sid)
+    stats = [json.loads(m)["stats"] for m in messages if "stats" in json.loads(m)]
+    assert stats and stats[-1]["frames"] >= 30 and stats[-1]["frames_with_face"] >= 0.9 * stats[-1]["frames"], stats[-1:]
+    # the frames that came back carry the overlay: the face box (green) is drawn on them, not on the input
+    green = lambda im: int(((im[:, :, 1] > 180) & (im[:, :, 0] < 120) & (im[:, :, 2] < 120)).sum())  # noqa: E731
+    assert max(green(g) for g in got[-10:]) > 5 * max(green(f) for f in frames) + 200
+    # the connection closed: its session goes too
+    deadline = time.monotonic() + 30
+    while sid in app.sessions and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sid not in app.sessions
+    assert session is None or session.closed
+
+
+@pytest.mark.parametrize("offer, match", [
+    ({"type": "answer", "sdp": "v=0"}, "offer"),
+    ({"type": "offer"}, "offer"),
+    ({"type": "offer", "sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"}, "video"),
+    ("not a dict", "offer"),
+])
+def test_malformed_offers_are_refused_with_the_reason(app, offer, match):
+    peers = RtcPeers(app)
+    try:
+        with pytest.raises(ValueError, match=match):
+            peers.answer(offer)
+        assert not app.sessions  # nothing was opened for it
+    finally:
+        peers.close()
