@@ -121,3 +121,13 @@ def test_malformed_offers_are_refused_with_the_reason(app, offer, match):
         assert not app.sessions  # nothing was opened for it
     finally:
         peers.close()
+
+
+def test_an_offer_that_fails_negotiation_leaves_no_session(app):
+    peers = RtcPeers(app)
+    try:
+        with pytest.raises(ValueError, match="SDP could not be read"):
+            peers.answer({"type": "offer", "sdp": "v=0\r\nm=video garbage\r\n"})
+        assert not app.sessions
+    finally:
+        peers.close()

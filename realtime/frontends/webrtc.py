@@ -111,8 +111,16 @@ class RtcPeers:
             if pc.connectionState in ("failed", "closed"):
                 await self._close_peer(pid)
 
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        await pc.setLocalDescription(await pc.createAnswer())  # ICE candidates gathered here
+        try:
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            except (AssertionError, ValueError) as e:  # aiortc's SDP parser asserts
+                raise ValueError(f"the offer's SDP could not be read ({type(e).__name__}: {e}); send the "
+                                 "browser's RTCPeerConnection offer unchanged") from None
+            await pc.setLocalDescription(await pc.createAnswer())  # ICE candidates gathered here
+        except Exception:
+            await self._close_peer(pid)  # nothing left behind for a failed negotiation
+            raise
         return {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, "id": pid}
 
     async def _close_peer(self, pid: str) -> None:
