@@ -220,13 +220,14 @@ class LiveStream:
         """Process one RGB frame from the browser (Gradio's stream); returns the annotated
         frame as JPEG (None when the frame was dropped because the previous one is still
         being processed)."""
+        arrival = time.perf_counter()
         image = np.asarray(image_rgb)
         if image.ndim == 2:
             image = np.repeat(image[:, :, None], 3, axis=2)
         if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 frame, got shape {image.shape} {image.dtype}")
         bgr = cv2.cvtColor(image, cv2.COLOR_RGBA2BGR if image.shape[2] == 4 else cv2.COLOR_RGB2BGR)
-        return self.process(bgr, time.perf_counter(), encode=True)
+        return self.process(bgr, arrival, encode=True)
 
     def process(self, bgr: np.ndarray, arrival: float, *, encode: bool = False) -> np.ndarray | JpegFrame | None:
         """One BGR frame that arrived at ``arrival`` (time.perf_counter) through the session's

@@ -20,8 +20,10 @@ event, shorter than slow drift) keeps lighting and pose drift out of the baselin
 an event the reference restarts at the current frame so the tail of the event is never
 compared with itself (no echo bump).
 
-Per frame (measured here, one core): 224 -> 112 grey resize, DIS optical flow
-(ultrafast preset, 0.06 ms at 112x112), region statistics; well under 1 ms in all.
+Per frame (measured here, one core, Intel Xeon): DIS optical flow at 112x112 (ultrafast
+preset, finest scale 1) with the predicted head shift taken out first, about 0.3-0.4 ms; the
+rigid fit and region statistics about 0.3-0.5 ms; 1.0-1.4 ms per frame in all in
+``python -m realtime.bench`` (README, "Motion stage").
 
 Regions are fixed rectangles in the aligned crop (core/face.py MEAN_SHAPE_68 gives
 where brows, eyes, nose and mouth sit): brows, eyes, nose (nasal wings: AU9/AU10 wrinkle),
