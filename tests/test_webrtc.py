@@ -1,15 +1,15 @@
 """The web demo's WebRTC transport (realtime/frontends/webrtc.py) with a real aiortc peer in
-this process as the browser: real frames of the bundled real face clip go out as a video
-track (VP8, paced at 30 frames/s), the annotated frames come back as a video track, the
-stats and events over the data channel; closing the connection closes the session. The
-page itself in real Chromium: tests/test_browser.py."""
+this process as the browser: frames of the bundled real face with a synthetic
+micro-expression go out as a video track (VP8, paced at 30 frames/s), the annotated frames
+come back as a video track, the stats and events over the data channel (as JSON a browser
+parses); the page's "clear" message empties the table; closing the connection closes the
+session. The page itself in real Chromium: tests/test_browser.py."""
 from __future__ import annotations
 
 import asyncio
 import json
 import time
 
-import cv2
 import numpy as np
 import pytest
 
@@ -19,10 +19,10 @@ from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack  #
 from aiortc.mediastreams import MediaStreamError  # noqa: E402
 from av import VideoFrame  # noqa: E402
 
-from core import assets  # noqa: E402
 from realtime.frontends.webhandlers import WebApp  # noqa: E402
 from realtime.frontends.webrtc import RtcPeers  # noqa: E402
 from realtime.frontends.websession import WebConfig  # noqa: E402
+from y4m import event_clip_frames  # noqa: E402
 
 
 @pytest.fixture
@@ -32,17 +32,15 @@ def app(tmp_path):
     a.close()
 
 
-def clip_frames(n: int = 90) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(assets.sample_path()))
-    frames = []
-    while len(frames) < n:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.resize(f, (640, 480)))
-    cap.release()
-    assert len(frames) >= 30
+def clip_frames() -> list[np.ndarray]:
+    """4 s at 30 frames/s of the bundled real face (its still animated by train.synth), one
+    micro-expression at 1.5 s, the first second neutral (tests/y4m.py)."""
+    frames, _ = event_clip_frames(seconds=4.0, onsets=(1.5,), labels=("positive",), counter=False)
     return frames
+
+
+def strict_json(token):
+    raise ValueError(f"{token} is not JSON: a browser's JSON.parse rejects the message")
 
 
 class ClipTrack(VideoStreamTrack):
@@ -81,20 +79,27 @@ async def browser_side(peers: RtcPeers, frames, want: int = 45, timeout: float =
     deadline = time.monotonic() + timeout
     while len(got) < want and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-    channel.send("recalibrate")
-    await asyncio.sleep(0.3)
+    live = peers.app.sessions[answer["id"]].live
+    rows_before = len(live.rows)
+    channel.send("clear")            # the page's "Clear events" button
+    await asyncio.sleep(0.5)
     await pc.close()
-    return answer["id"], got, messages
+    return answer["id"], got, messages, (rows_before, len(live.rows))
 
 
 def test_a_peer_streams_frames_and_gets_annotated_frames_back(app):
     peers = RtcPeers(app)
     app.rtc = peers
     frames = clip_frames()
-    sid, got, messages = asyncio.run(browser_side(peers, frames))
-    assert len(got) >= 45 and got[0].shape == (480, 640, 3)
+    sid, got, messages, (rows_before, rows_after) = asyncio.run(browser_side(peers, frames, want=100))
+    assert len(got) >= 100 and got[0].shape == (480, 640, 3)
     session = app.sessions.get(sid)
-    stats = [json.loads(m)["stats"] for m in messages if "stats" in json.loads(m)]
+    messages = [json.loads(m, parse_constant=strict_json) for m in messages]   # what JSON.parse accepts
+    # the micro-expression's row came over the data channel (unlabelled here: no recogniser)
+    rows = [r for m in messages for r in m.get("rows", [])]
+    assert any(r["kind"] == "micro" and r["status"] == "final" and r["confidence"] is None for r in rows), rows
+    assert rows_before >= 1 and rows_after == 0                               # "clear" from the page emptied it
+    stats = [m["stats"] for m in messages if "stats" in m]
     assert stats and stats[-1]["frames"] >= 30 and stats[-1]["frames_with_face"] >= 0.9 * stats[-1]["frames"], stats[-1:]
     # the frames that came back carry the overlay: the face box (green) is drawn on them, not on the input
     green = lambda im: int(((im[:, :, 1] > 180) & (im[:, :, 0] < 120) & (im[:, :, 2] < 120)).sum())  # noqa: E731

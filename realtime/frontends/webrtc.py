@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -189,9 +190,21 @@ def _annotated_track_class():
             if live.frames % 5 == 1:
                 msg["stats"] = live.stats()
             if msg:
-                ch.send(json.dumps(msg, default=str))
+                ch.send(json.dumps(_finite(msg), default=str, allow_nan=False))
 
     return _AnnotatedTrack
+
+
+def _finite(value):
+    """``value`` with NaN / infinite floats (an unlabelled event's confidence, a decision
+    time not yet known) as None: the browser's JSON.parse rejects NaN."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def AnnotatedTrack(source, session, peers: RtcPeers, channel: dict):
