@@ -136,3 +136,39 @@ def test_an_offer_that_fails_negotiation_leaves_no_session(app):
         assert not app.sessions
     finally:
         peers.close()
+
+
+def test_the_page_and_the_offer_need_gradios_login_when_the_demo_has_one(tmp_path):
+    """run_live.py --gradio --auth USER:PASSWORD: the WebRTC routes sit beside Gradio's, outside
+    its own login checks, so they check its session cookie themselves."""
+    import socket
+
+    import httpx
+
+    from realtime.frontends.webapp import build_app
+    from realtime.frontends.webrtc import mount
+
+    demo = build_app(WebConfig(engine="none", work_dir=str(tmp_path / "web")))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False,
+                auth=("ana", "s3cret"))
+    try:
+        mount(demo)
+        url = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=url, timeout=30) as c:
+            assert c.get("/webrtc").status_code == 302                            # to the login page
+            r = c.post("/webrtc/offer", json={"type": "offer", "sdp": "v=0"})
+            assert r.status_code == 401 and "log in" in r.json()["error"]
+            assert c.post("/login", data={"username": "ana", "password": "wrong"}).status_code >= 400
+            assert c.get("/webrtc").status_code == 302
+            c.post("/login", data={"username": "ana", "password": "s3cret"})
+            page = c.get("/webrtc")
+            assert page.status_code == 200 and "live over WebRTC" in page.text
+            r = c.post("/webrtc/offer", json={"type": "offer", "sdp": "v=0"})   # past the login: judged on its content
+            assert r.status_code == 400 and "video" in r.json()["error"]
+        assert not demo.moext_app.sessions
+    finally:
+        demo.close()
+        demo.moext_app.close()

@@ -12,6 +12,8 @@ and shared recogniser as the Gradio live tab.
     GET  /webrtc          the page: webcam preview, annotated video, stats, events table
     POST /webrtc/offer    {"sdp", "type"} -> the server's answer {"sdp", "type", "id"}
 
+Both need Gradio's login when the demo runs with ``--auth`` (the cookie its login form sets).
+
 Frames: aiortc decodes each received frame; ``MediaRelay.subscribe(buffered=False)`` hands
 over only the newest one (a frame that arrives while the previous one is processed is
 skipped, the newest-frame policy of the other sources), which runs through the session's
@@ -24,6 +26,7 @@ stream, or put a TURN server in ``ICE_SERVERS``). Needs the ``webrtc`` extra
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import math
@@ -33,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import Request  # Gradio's server (a module-level name: FastAPI reads the annotation)
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 log = logging.getLogger("realtime.frontends.webrtc")
 
@@ -224,13 +227,32 @@ def mount(demo: Any) -> RtcPeers | None:
     peers = RtcPeers(app) if aiortc_available() else None
     app.rtc = peers
 
-    def page() -> HTMLResponse:
+    async def logged_in(request: Request) -> bool:
+        """Gradio's own login (``launch(auth=...)``) guards these routes too: the page and
+        the offer need the session cookie its login form sets (as gradio.routes' login_check)."""
+        server = demo.app
+        dependency = getattr(server, "auth_dependency", None)
+        if server.auth is None and dependency is None:
+            return True
+        if dependency is not None:
+            user = dependency(request)
+            return (await user if inspect.isawaitable(user) else user) is not None
+        token = (request.cookies.get(f"access-token-{server.cookie_id}")
+                 or request.cookies.get(f"access-token-unsecure-{server.cookie_id}"))
+        return server.tokens.get(token) is not None
+
+    async def page(request: Request):
+        if not await logged_in(request):
+            return RedirectResponse("./", status_code=302)   # Gradio's page asks for the login
         return HTMLResponse(PAGE.replace("__AVAILABLE__", "true" if peers else "false")
                             .replace("__HINT__", INSTALL_HINT)
                             .replace("__WIDTH__", str(app.config.camera_width))
                             .replace("__HEIGHT__", str(app.config.camera_height)))
 
     async def offer(request: Request) -> JSONResponse:
+        if not await logged_in(request):
+            return JSONResponse({"error": "not logged in: open the demo's main page and log in first"},
+                                status_code=401)
         if peers is None:
             return JSONResponse({"error": INSTALL_HINT}, status_code=501)
         try:
