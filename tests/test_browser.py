@@ -252,6 +252,11 @@ def test_live_webcam_stream_end_to_end_and_sessions_isolated(server, browser, me
     assert len(set(numbers)) >= 30 and max(numbers) < 180  # the clip's 180 frames, looping
 
     figures = round_trip_figures(m, s, stats_text)
+
+    # the other session saw none of it
+    assert event_rows(watcher.locator("#live-events").inner_text()) == 0
+    idle = [x for x in sessions if x.live.frames == 0]
+    assert len(idle) == 1 and idle[0].live.table().empty and idle[0].id != streaming[0].id
     for p in (page, watcher):
         p.context.close()  # the stream stops: later tests (the WebRTC one) measure without it
     (tmp_path / "webapp_latency.json").write_text(json.dumps(figures, indent=2))
