@@ -2,8 +2,8 @@
 this process as the browser: frames of the bundled real face with a synthetic
 micro-expression go out as a video track (VP8, paced at 30 frames/s), the annotated frames
 come back as a video track, the stats and events over the data channel (as JSON a browser
-parses); the page's "clear" message empties the table; closing the connection closes the
-session. The page itself in real Chromium: tests/test_browser.py."""
+parses); the pipeline runs on the sender's clock; the page's "clear" message empties the
+table; closing the connection closes the session. The page itself in real Chromium: tests/test_browser.py."""
 from __future__ import annotations
 
 import asyncio
@@ -80,19 +80,22 @@ async def browser_side(peers: RtcPeers, frames, want: int = 45, timeout: float =
     while len(got) < want and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     live = peers.app.sessions[answer["id"]].live
+    last_t = live.last_t
     rows_before = len(live.rows)
     channel.send("clear")            # the page's "Clear events" button
     await asyncio.sleep(0.5)
     await pc.close()
-    return answer["id"], got, messages, (rows_before, len(live.rows))
+    return answer["id"], got, messages, (rows_before, len(live.rows)), last_t
 
 
 def test_a_peer_streams_frames_and_gets_annotated_frames_back(app):
     peers = RtcPeers(app)
     app.rtc = peers
     frames = clip_frames()
-    sid, got, messages, (rows_before, rows_after) = asyncio.run(browser_side(peers, frames, want=100))
+    sid, got, messages, (rows_before, rows_after), last_t = asyncio.run(browser_side(peers, frames, want=100))
     assert len(got) >= 100 and got[0].shape == (480, 640, 3)
+    # the pipeline's clock is the sender's (RTP timestamps, 1/30 s apart), not the arrival times
+    assert last_t > 3.0 and abs(last_t * 30 - round(last_t * 30)) < 1e-6, last_t
     session = app.sessions.get(sid)
     messages = [json.loads(m, parse_constant=strict_json) for m in messages]   # what JSON.parse accepts
     # the micro-expression's row came over the data channel (unlabelled here: no recogniser)

@@ -18,14 +18,16 @@ Frames: aiortc decodes each received frame; ``MediaRelay.subscribe(buffered=Fals
 over only the newest one (a frame that arrives while the previous one is processed is
 skipped, the newest-frame policy of the other sources), which runs through the session's
 pipeline in a worker thread (the asyncio loop keeps serving RTP meanwhile); the annotated
-frame goes back with the source frame's timestamp. No STUN/TURN server is configured:
-the browser must reach the server directly (same machine or LAN; behind NAT use Gradio's
-stream, or put a TURN server in ``ICE_SERVERS``). Needs the ``webrtc`` extra
+frame goes back with the source frame's timestamp. The pipeline's time is the sender's
+capture clock (the frames' RTP timestamps), not their arrival times. No STUN/TURN server is
+configured: the browser must reach the server directly (same machine or LAN; behind NAT use
+Gradio's stream, or put a TURN server in ``ICE_SERVERS``). Needs the ``webrtc`` extra
 (``pip install -e ".[webrtc]"``: aiortc); without it the page says so.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import logging
@@ -171,9 +173,12 @@ def _annotated_track_class():
             frame = await self.source.recv()
             arrival = time.perf_counter()
             bgr = frame.to_ndarray(format="bgr24")
+            # the sender's capture clock (RTP timestamps): the pipeline's time windows follow it
+            source_t = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else None
             live = self.session.live
             try:
-                out = await asyncio.get_running_loop().run_in_executor(self.peers.pool, live.process, bgr, arrival)
+                out = await asyncio.get_running_loop().run_in_executor(
+                    self.peers.pool, functools.partial(live.process, bgr, arrival, source_t=source_t))
             except RuntimeError as e:  # the session was closed under us
                 log.info("WebRTC frame not processed: %s", e)
                 out = None

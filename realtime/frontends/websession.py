@@ -162,6 +162,9 @@ class LiveStream:
         self.t0 = 0.0
         self.size: tuple[int, int] | None = None
         self.last_arrival: float | None = None
+        self.source_t0: float | None = None      # the stream's first sender timestamp (WebRTC)
+        self.last_source_t: float | None = None
+        self.last_t: float | None = None          # the last frame's time in the pipeline (s since the stream's start)
         self.arrivals: deque[float] = deque(maxlen=41)
         self.handler_ms: deque[float] = deque(maxlen=200)
         self.frames = 0             # frames processed in this session (all streams)
@@ -229,11 +232,17 @@ class LiveStream:
         bgr = cv2.cvtColor(image, cv2.COLOR_RGBA2BGR if image.shape[2] == 4 else cv2.COLOR_RGB2BGR)
         return self.process(bgr, arrival, encode=True)
 
-    def process(self, bgr: np.ndarray, arrival: float, *, encode: bool = False) -> np.ndarray | JpegFrame | None:
+    def process(self, bgr: np.ndarray, arrival: float, *, source_t: float | None = None,
+                encode: bool = False) -> np.ndarray | JpegFrame | None:
         """One BGR frame that arrived at ``arrival`` (time.perf_counter) through the session's
         pipeline: the annotated frame (BGR, or JPEG with ``encode``), None when dropped because
         the previous frame is still being processed. Used by both transports (Gradio's stream,
-        ``step``; WebRTC, realtime.frontends.webrtc)."""
+        ``step``; WebRTC, realtime.frontends.webrtc).
+
+        ``source_t``: the frame's capture time in seconds on the sender's clock (WebRTC's
+        timestamps), which the pipeline's time windows then follow instead of the arrival
+        times (network jitter and the browser's pacing stay out of them); a timestamp that
+        goes back starts a new stream."""
         if not self.lock.acquire(blocking=False):
             self.busy_dropped += 1
             return None
@@ -242,11 +251,15 @@ class LiveStream:
                 raise RuntimeError("this browser session was closed; reload the page")
             size = (bgr.shape[1], bgr.shape[0])
             gap = arrival - self.last_arrival if self.last_arrival is not None else math.inf
-            if self.pipeline is None or gap > self.app.config.restart_gap_s or size != self.size:
+            went_back = source_t is not None and self.last_source_t is not None and source_t < self.last_source_t
+            if self.pipeline is None or gap > self.app.config.restart_gap_s or size != self.size or went_back:
                 self._start_stream(size)
-            self.last_arrival = arrival
+                self.source_t0 = source_t
+            self.last_arrival, self.last_source_t = arrival, source_t
             self.app.touch(self.session_id)
-            frame = Frame(index=self.index, t=arrival - self.t0, image=bgr, captured_at=arrival)
+            t = arrival - self.t0 if source_t is None or self.source_t0 is None else source_t - self.source_t0
+            self.last_t = t
+            frame = Frame(index=self.index, t=t, image=bgr, captured_at=arrival)
             self.index += 1
             r = self.pipeline.process(frame)
             self.frames += 1
