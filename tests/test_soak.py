@@ -56,7 +56,7 @@ def test_short_soak_through_the_live_path_is_flat(tmp_path):
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "soak.py"), "--minutes-of-video", "3", "--fps", "15",
          "--size", "320x240", "--clip-seconds", "12", "--engine", "random", "--width", "0.25",
-         "--sample-every", "1", "--warmup", "0.3", "--max-growth", "0.08", "--out", str(out), "--quiet"],
+         "--sample-every", "0.5", "--warmup", "0.3", "--max-growth", "0.08", "--out", str(out), "--quiet"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode in (0, 1), done.stderr[-2000:]
     report = json.loads((out / "soak.json").read_text())
