@@ -153,8 +153,11 @@ class RtcPeers:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
+@functools.cache
 def _annotated_track_class():
+    """The track class, made once on first use (aiortc and PyAV are an optional extra)."""
     from aiortc import MediaStreamTrack
+    from av import VideoFrame
 
     class _AnnotatedTrack(MediaStreamTrack):
         """The annotated frames of one connection: the newest received frame through the
@@ -168,8 +171,6 @@ def _annotated_track_class():
             self.rows_version = -1
 
         async def recv(self):
-            from av import VideoFrame
-
             frame = await self.source.recv()
             arrival = time.perf_counter()
             bgr = frame.to_ndarray(format="bgr24")
