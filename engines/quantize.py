@@ -23,20 +23,18 @@ pairs) and is faster; ``parity_report`` measures both.
 Why the demo weights' int8 engine is refused (measured on 24 held-out pairs of
 real face crops from core/assets/single_face.mp4, calibrated on 24 others): the network
 classifies the DIFFERENCE between the onset's and the apex's features, and its first
-BatchNorm on that difference (the motion extractor's) divides it by a running std of about
-0.02, a gain of 47-80 per channel, so rounding anywhere upstream is amplified. Quantising a
-single convolution of the trunk (the first, or a middle one) with everything else fp32
-already moves the probabilities by 0.10-0.15; the full graph by 0.32 (top-1 agreement 79 %).
-Keeping in fp32 the motion path (everything after the feature subtraction), the two fully
-connected layers and the softmax, the first or the last 6-20 convolutions, or calibrating by
-percentile instead of min/max, all stay at 0.29-0.38; per-channel weights are already used.
-bf16 fails too (OpenVINO: max |dp| 0.06-0.14; in torch, bf16 in any one stage of the trunk
-alone moves them by 0.02-0.07). The network is as sensitive to the camera: half a grey level
-of independent noise on each frame (8-bit, ``noise_spread``) moves the fp32 probabilities by
-up to 0.13 on the same pairs, so the 0.02 gate asks for more stability than these weights
-have against their own input's noise. Fine-tuning the demo weights for it (bf16 autocast, a
-bf16/fp32 consistency loss, independent sensor noise, frozen BatchNorm) was tried and did
-not bring bf16 under 0.07 (README "Engines").
+BatchNorm on that difference (the motion extractor's) divides it by its small running std,
+so rounding anywhere upstream is amplified. Quantising a single convolution of the trunk
+(the first, or a middle one) with everything else fp32 already moves the probabilities by
+0.10-0.15; the full graph by 0.32 (top-1 agreement 79 %). Keeping in fp32 the motion path
+(everything after the feature subtraction), the two fully connected layers and the softmax,
+the first or the last 6-20 convolutions, or calibrating by percentile instead of min/max,
+all stay at 0.29-0.38; per-channel weights are already used. bf16 fails too (OpenVINO, README
+"Engines"). The network is as sensitive to the camera: half a grey level of independent noise
+on each frame (8-bit, ``noise_spread``, printed by engines.bench) moves the fp32 probabilities
+by up to 0.13 on the same pairs, so the 0.02 gate asks for more stability than these weights
+have against their own input's noise; fine-tuning them for it was tried and did not get there
+(README "Engines").
 """
 from __future__ import annotations
 
