@@ -40,6 +40,7 @@ from realtime.stages.pipeline import STAGES, Pipeline, PipelineConfig
 from realtime.stages.sources import open_source
 from realtime.stages.motion import MOTION_HZ
 from realtime.stages.multitrack import MAX_FACES, MultiFaceTracker
+from realtime.stages.trackproc import TrackedRecording
 from realtime.stages.tracker import FaceTracker, TrackerConfig
 from train.synth import ground_truth_path
 
@@ -73,6 +74,7 @@ class BenchConfig:
     spin: bool = False                 # ONNX Runtime threads spin-wait (the live path's default: they do not)
     runtime: str = "best"              # the engine that runs a checkpoint (engines.recognizer.CHECKPOINT_ENGINES)
     motion_hz: float | None = MOTION_HZ  # PipelineConfig.motion_hz (None: every frame)
+    track_process: bool = True         # decode + track in a second process (trackproc.TrackedRecording)
     device: str = "auto"
     warmup: int = 200                  # frames of the separate warm-up pass
     max_frames: int | None = None      # measure at most this many frames
@@ -327,7 +329,7 @@ class Measured:
 
     frames: int
     wall_s: float
-    cpu_s: float                       # process CPU time (every thread) over the loop
+    cpu_s: float                       # CPU time over the loop: every thread, and the tracking process
     loop_cpu_s: float                  # CPU time of the frame-loop thread alone
     summary: Any                       # realtime.stages.results.RunSummary
     source: dict
@@ -342,6 +344,7 @@ class Measured:
     rss_start_mb: float = 0.0
     rss_peak_sampled_mb: float = 0.0
     peak_rss_mb: float = 0.0
+    tracking_process: dict | None = None   # its CPU s and peak RSS MB (decode + track in a second process)
     load_before: dict | None = None
     load_after: dict | None = None
     profile: Any = None                # cProfile.Profile when --profile
@@ -357,6 +360,8 @@ def measure(clip: Clip, cfg: BenchConfig, engine: Engine, models) -> Measured:
         pcfg = pipeline_config(src.fps, cfg, engine)
         pipe = Pipeline(pcfg, engine.recognizer, source_name=src.name,
                         tracker=make_tracker(cfg.tracker, models, pcfg.redetect_every, pcfg.max_faces))
+        if cfg.track_process:
+            src = TrackedRecording(src, pcfg)
         spot_log = SpotLog(pipe.spotter)
         pipe.spotter = spot_log
         total = getattr(src, "header_frames", None)
@@ -369,6 +374,8 @@ def measure(clip: Clip, cfg: BenchConfig, engine: Engine, models) -> Measured:
             prof = cProfile.Profile(time.thread_time)   # CPU time of this thread: waits for a busy CPU drop out
         rss0 = rss_peak = rss_mb()
         n = 0
+        if isinstance(src, TrackedRecording):
+            src.wait_ready()         # its start-up (imports, models) is not the frame rate
         c0, l0, t0 = time.process_time(), time.thread_time(), time.perf_counter()
         if prof is not None:
             prof.enable()
@@ -390,6 +397,11 @@ def measure(clip: Clip, cfg: BenchConfig, engine: Engine, models) -> Measured:
             if cfg.max_frames and n >= cfg.max_frames:
                 break
         t1, l1, c1 = time.perf_counter(), time.thread_time(), time.process_time()
+        tracking = None
+        if isinstance(src, TrackedRecording):
+            src.close()              # ended (no-op) or left early: its CPU time is known once it has
+            c1 += src.process_cpu_s
+            tracking = {"cpu_s": round(src.process_cpu_s, 3), "peak_rss_mb": src.process_peak_rss_mb}
         if prof is not None:
             prof.disable()
         bar.close()
@@ -405,7 +417,7 @@ def measure(clip: Clip, cfg: BenchConfig, engine: Engine, models) -> Measured:
                     decode_ms=np.asarray(d_col),
                     stage_ms={k: np.asarray(v, dtype=np.float64) for k, v in stage_cols.items()},
                     emitted=emitted, updates=list(spot_log.updates),
-                    rss_start_mb=rss0, rss_peak_sampled_mb=rss_peak, peak_rss_mb=peak_rss_mb(),
+                    rss_start_mb=rss0, rss_peak_sampled_mb=rss_peak, peak_rss_mb=peak_rss_mb(), tracking_process=tracking,
                     load_before=load_before, load_after=load_average(), profile=prof)
 
 

@@ -106,7 +106,8 @@ def build_report(clip: Clip, cfg: BenchConfig, engine: Engine, warm: dict, m: Me
                      "warmup_frames": warm["frames"], "max_frames": cfg.max_frames,
                      "draw": s.draw, "drawn_frames": stages["draw"]["n"],
                      "redetect_every": PipelineConfig().redetect_every,
-                     "landmarks_every": landmarks_every(fps), "motion_hz": cfg.motion_hz},
+                     "landmarks_every": landmarks_every(fps), "motion_hz": cfg.motion_hz,
+                     "tracking": "second process" if cfg.track_process else "frame loop"},
         "frames": m.frames,
         "dropped": s.dropped,
         "wall_s": m.wall_s,
@@ -124,6 +125,7 @@ def build_report(clip: Clip, cfg: BenchConfig, engine: Engine, warm: dict, m: Me
         "decision_latency_ms": decision,
         "spotting": spotting_scores(m.emitted, clip.truth, fps),
         "peak_rss_mb": m.peak_rss_mb,
+        "tracking_process": m.tracking_process,
         "rss_mb": {"start": m.rss_start_mb, "peak_sampled": m.rss_peak_sampled_mb},
         "machine": {**machine, "loadavg_before": m.load_before, "loadavg_after": m.load_after,
                     "reference_loop": warm.get("reference_loop")},
@@ -151,6 +153,13 @@ def _f(x, nd=2, unit="") -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
     return f"{x:.{nd}f}{unit}"
+
+
+def _tracking_rss(r: dict) -> str:
+    tp = r.get("tracking_process")
+    if not tp or tp.get("peak_rss_mb") is None:
+        return ""
+    return f" (+ {tp['peak_rss_mb']:.0f} MB in the tracking process)"
 
 
 def _met(t: dict) -> str:
@@ -213,7 +222,7 @@ def markdown(r: dict) -> str:
         f"{_f(r['loop_thread_cpu_ms_per_frame'])} ms ({_f(r['cpu_cores_busy'], 2)} cores busy on average) | |",
         f"| frames/s if the frame loop had a core to itself (1000 / loop-thread CPU ms) | "
         f"{_f(r['cpu_bound_fps_estimate'], 0)} frames/s | |",
-        f"| peak memory (RSS) | {_f(r['peak_rss_mb'], 0)} MB | |",
+        f"| peak memory (RSS) | {_f(r['peak_rss_mb'], 0)} MB{_tracking_rss(r)} | |",
         "",
         "## Stages (ms)",
         "",
@@ -333,7 +342,7 @@ def headline(r: dict) -> str:
     lines = [f"== benchmark: {r['frames']} frames at {r['source']['fps']:g} fps, load average {load}",
              f"throughput {r['throughput_fps']:.1f} frames/s, real-time factor {r['realtime_factor']:.2f} "
              f"(target >= 2.0: {_met(r['targets']['realtime_factor'])})",
-             f"CPU per frame {r['cpu_ms_per_frame']:.2f} ms (all threads), {r['loop_thread_cpu_ms_per_frame']:.2f} ms "
+             f"CPU per frame {r['cpu_ms_per_frame']:.2f} ms (all threads and processes), {r['loop_thread_cpu_ms_per_frame']:.2f} ms "
              f"(frame-loop thread: ~{r['cpu_bound_fps_estimate'] or 0:.0f} frames/s on an idle core); "
              f"{r['cpu_cores_busy']:.2f} cores busy on average",
              f"frame latency p50 {r['frame_latency_ms']['p50']:.2f} ms, p95 {r['frame_latency_ms']['p95']:.2f} ms, "
@@ -341,7 +350,7 @@ def headline(r: dict) -> str:
              f"decision latency over {p['n']} events: provisional p50 {p['p50']:.0f} ms, p95 {p['p95']:.0f} ms "
              f"(target <= 100: {_met(r['targets']['provisional_decision_p95_ms'])}); final p50 {f['p50']:.0f} ms, "
              f"p95 {f['p95']:.0f} ms",
-             f"peak RSS {r['peak_rss_mb']:.0f} MB",
+             f"peak RSS {r['peak_rss_mb']:.0f} MB" + _tracking_rss(r),
              f"{'stage':10s} {'n':>6s} {'p50':>8s} {'p95':>8s} {'p99':>8s} {'max':>8s} {'/frame':>8s}  (ms)"]
     for name, s in r["stages"].items():
         lines.append(f"{name:10s} {s['n']:6d} {s['p50']:8.2f} {s['p95']:8.2f} {s['p99']:8.2f} {s['max']:8.2f} "

@@ -113,6 +113,7 @@ from realtime.stages.sources import Frame
 from realtime.stages.spotter import OnlineSpotter, SpotterConfig
 from realtime.stages.rate import RateLimit
 from realtime.stages.tracker import LANDMARKS_HZ, FaceTracker, SmoothedTransform
+from realtime.stages.trackproc import track_once, track_step
 from realtime.stages.worker import RecognitionWorker
 
 log = logging.getLogger("realtime.stages.pipeline")
@@ -441,12 +442,7 @@ class Pipeline:
         return self.primed
 
     def _track(self, image: np.ndarray, refresh: bool) -> list:
-        """This frame's tracking results, one per followed face (a tracker with only
-        ``update``, as ``realtime.bench.cli --compare`` passes in, gives one)."""
-        update_all = getattr(self.tracker, "update_all", None)
-        if update_all is not None:
-            return list(update_all(image, refresh=refresh))
-        return [self.tracker.update(image, refresh=refresh)]
+        return track_once(self.tracker, image, refresh)
 
     # -- the per-frame path ------------------------------------------------------------------
     def process(self, frame: Frame) -> FrameResult:
@@ -461,15 +457,12 @@ class Pipeline:
         image = ensure_bgr(frame.image)
         res = FrameResult(frame=frame, index=frame.index, t=frame.t, found=False)
 
-        # 1. track
-        try:
-            tracked = self._track(image, self._landmarks.due(frame.t))
-            if tracked and not all(getattr(tr, "held", False) for tr in tracked):
-                self._landmarks.mark(frame.t)
-        except Exception as e:  # native code on a bad frame: count it, treat as no face
+        # 1. track (done already when the frame comes from a trackproc.TrackedRecording)
+        tracked, error = (frame.tracked if frame.tracked is not None else
+                          track_step(self.tracker, self._landmarks, frame.t, image))
+        if error is not None:   # native code on a bad frame: count it, treat as no face
             self._fault("tracker_error", f"{self.source_name}: face tracker failed on frame {frame.index} "
-                                         f"({type(e).__name__}: {e})")
-            tracked = []
+                                         f"({type(error).__name__}: {error})")
         if tracked:
             timings["detect"] = sum(float(tr.timings_ms.get("detect", 0.0)) for tr in tracked)
             timings["landmarks"] = sum(float(tr.timings_ms.get("landmarks", 0.0)) for tr in tracked)

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
 
 from realtime.stages.pipeline import Pipeline, PipelineConfig
+from realtime.stages.trackproc import TrackedRecording
 
 log = logging.getLogger("realtime.stages.recording")
 
@@ -130,18 +131,22 @@ class Outcome:
 
 
 def drive(source, pipe, sinks: Iterable, *, on_result: Callable[[Any], int | None] | None = None,
-          max_frames: int | None = None, close_timeout: float = 60.0) -> Outcome:
+          max_frames: int | None = None, close_timeout: float = 60.0, track_process: bool = False) -> Outcome:
     """Every frame of ``source`` through ``pipe`` and to every sink (``handle``), then the
     pipeline closed (labels still computing waited for up to ``close_timeout`` s) and the
     events finalised there handed to the sinks (``handle_events``). ``on_result(result)``
     after each frame: None goes on, a number stops the loop (it comes back as
     ``Outcome.stop``). A KeyboardInterrupt (Ctrl+C, or SIGTERM where the front end maps it)
     ends the loop but still closes the pipeline, so the outputs are complete up to there.
-    The sinks are not closed here: their owner does that."""
+    The sinks are not closed here: their owner does that. ``track_process``: a recording
+    (file or frame folder) is decoded and tracked in a second process ahead of the frame
+    loop (``realtime.stages.trackproc``: the same results, two cores busy); a live source
+    is always tracked in the loop."""
     sinks = list(sinks)
     n, stop, interrupted = 0, None, False
+    frames = TrackedRecording(source, pipe.config) if track_process and not source.live else source
     try:
-        for frame in source:
+        for frame in frames:
             r = pipe.process(frame)
             for s in sinks:
                 s.handle(r)
@@ -155,6 +160,9 @@ def drive(source, pipe, sinks: Iterable, *, on_result: Callable[[Any], int | Non
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted: finishing the outputs")
+    finally:
+        if frames is not source:
+            frames.close()       # the second process, if the loop left early
     late = pipe.close(wait=True, timeout=close_timeout)
     for s in sinks:
         s.handle_events(late)

@@ -52,6 +52,8 @@ class Frame:
     image: np.ndarray  # (H, W, 3) uint8 BGR
     captured_at: float = field(default_factory=time.perf_counter)
     decode_ms: float = 0.0
+    # (tracking results, tracker exception or None) when Pipeline.track_ahead tracked it already
+    tracked: tuple | None = field(default=None, repr=False)
 
     @classmethod
     def from_array(cls, image: np.ndarray, index: int, fps: float | None = None,

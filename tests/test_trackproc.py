@@ -1,0 +1,101 @@
+"""realtime.stages.trackproc: decoding and tracking a recording in a second process gives
+the frame loop the same frames and the same tracking, so the same signal and events, as
+tracking in the loop; the process ends (and frees its shared frames) however the loop
+ends; its failures reach the loop as clear errors."""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+
+from core import assets
+from realtime.stages.pipeline import Pipeline, PipelineConfig
+from realtime.stages.recording import drive
+from realtime.stages.sources import SourceError, open_source
+from realtime.stages.trackproc import TrackedRecording, TrackSpec
+
+
+class Rows:
+    """A sink keeping each frame's figures and whether its tracking came done."""
+
+    def __init__(self) -> None:
+        self.rows, self.pretracked = [], 0
+
+    def handle(self, r) -> None:
+        self.rows.append((r.index, r.found, r.face_id, r.value, r.score, r.in_event))
+        self.pretracked += r.frame.tracked is not None
+
+    def handle_events(self, events) -> None:
+        pass
+
+
+def run(path, track_process: bool, max_frames: int | None = None):
+    with open_source(video=path) as src:
+        pipe = Pipeline(PipelineConfig(fps=src.fps, engine="none", lookahead_s=0.0), source_name=src.name)
+        sink = Rows()
+        out = drive(src, pipe, [sink], track_process=track_process, max_frames=max_frames)
+        events = [(e.onset_frame, e.apex_frame, e.offset_frame, e.kind) for e in pipe.events]
+        return out, sink, events, dict(src.faults)
+
+
+def test_second_process_gives_the_loops_results_frame_for_frame():
+    path = assets.sample_path("micro")         # a micro-expression generated on a real face, 100 fps
+    out_a, a, ev_a, faults_a = run(path, track_process=False)
+    out_b, b, ev_b, faults_b = run(path, track_process=True)
+    assert a.pretracked == 0 and b.pretracked == out_b.frames == out_a.frames > 100
+    assert ev_b == ev_a and any(k == "micro" for *_, k in ev_a)
+    assert faults_b == faults_a
+    for ra, rb in zip(a.rows, b.rows):
+        assert ra[:3] == rb[:3] and ra[5] == rb[5]
+        # OpenCV's threads sum in varying order: the loop alone differs from itself by ~1e-10
+        assert rb[3] == pytest.approx(ra[3], rel=1e-6, abs=1e-9)
+        assert (ra[4] is None) == (rb[4] is None)
+        if ra[4] is not None:
+            assert rb[4] == pytest.approx(ra[4], rel=1e-6, abs=1e-9)
+    assert out_b.summary.frames_with_face == out_a.summary.frames_with_face
+
+
+def test_leaving_early_ends_the_process_and_frees_the_shared_frames():
+    with open_source(video=assets.sample_path("micro")) as src:
+        rec = TrackedRecording(src, PipelineConfig(fps=src.fps, engine="none"), depth=4)
+        frames = []
+        for frame in rec:
+            frames.append(frame)
+            if len(frames) == 10:
+                break
+    assert [f.index for f in frames] == list(range(10))
+    assert all(f.tracked is not None and f.tracked[1] is None for f in frames)
+    assert len({id(f.image) for f in frames}) == 10 and frames[0].image.flags.owndata   # copies, not the ring
+    assert rec._proc.poll() is not None                   # the process has ended
+    assert rec.process_cpu_s > 0 and (rec.process_peak_rss_mb is None or rec.process_peak_rss_mb > 10)
+    assert rec.shm_name
+    if os.path.isdir("/dev/shm"):                         # Linux: the ring was unlinked
+        assert not os.path.exists(os.path.join("/dev/shm", rec.shm_name.lstrip("/")))
+    with pytest.raises(RuntimeError, match="read once"):
+        next(iter(rec))
+
+
+def test_a_failure_in_the_second_process_is_a_clear_error():
+    with open_source(video=assets.sample_path("micro")) as src:
+        rec = TrackedRecording(src, PipelineConfig(fps=src.fps, engine="none"))
+        rec._spec = dataclasses.replace(rec._spec, kind="no-such-tracker")
+        with pytest.raises(SourceError, match="tracking process failed.*no-such-tracker"):
+            list(rec)
+    assert rec._proc.poll() is not None
+
+
+def test_live_sources_are_tracked_in_the_loop():
+    with open_source(video=assets.sample_path("micro"), realtime=True) as src:
+        with pytest.raises(SourceError, match="newest frame"):
+            TrackedRecording(src, PipelineConfig(fps=src.fps))
+        pipe = Pipeline(PipelineConfig(fps=src.fps, engine="none"), source_name=src.name)
+        sink = Rows()
+        out = drive(src, pipe, [sink], track_process=True, max_frames=20)   # quietly in the loop
+    assert out.frames == 20 and sink.pretracked == 0
+
+
+def test_spec_follows_the_pipeline_config():
+    cfg = PipelineConfig(fps=200.0, tracker="fast", max_faces=2, redetect_every=15, landmarks_hz=50.0)
+    spec = TrackSpec.of(cfg)
+    assert (spec.kind, spec.max_faces, spec.redetect_every, spec.fps, spec.landmarks_hz) == ("fast", 2, 15, 200.0, 50.0)
