@@ -5,15 +5,24 @@ ends; its failures reach the loop as clear errors."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
+import cv2
 import pytest
 
 from core import assets
+from core.events import read_events
 from realtime.stages.pipeline import Pipeline, PipelineConfig
 from realtime.stages.recording import drive
 from realtime.stages.sources import SourceError, open_source
 from realtime.stages.trackproc import TrackedRecording, TrackSpec
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class Rows:
@@ -99,3 +108,45 @@ def test_spec_follows_the_pipeline_config():
     cfg = PipelineConfig(fps=200.0, tracker="fast", max_faces=2, redetect_every=15, landmarks_hz=50.0)
     spec = TrackSpec.of(cfg)
     assert (spec.kind, spec.max_faces, spec.redetect_every, spec.fps, spec.landmarks_hz) == ("fast", 2, 15, 200.0, 50.0)
+
+
+def run_live(*args, cwd):
+    p = subprocess.run([sys.executable, str(ROOT / "run_live.py"), *map(str, args)], capture_output=True, text=True,
+                       timeout=300, cwd=cwd)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p
+
+
+def test_run_live_track_process_gives_the_same_events_and_a_cut_recordings_fault(tmp_path):
+    """run_live.py --track-process: the same events as tracking in the loop; a recording
+    cut short mid-write still ends with its fault and the frames read (they come from the
+    second process's source)."""
+    clip = tmp_path / "clip.avi"
+    cap = cv2.VideoCapture(str(assets.sample_path("micro")))
+    w = None
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        if w is None:
+            w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 100.0, (f.shape[1], f.shape[0]))
+        w.write(f)
+    w.release()
+    runs = {}
+    for mode in ("loop", "process"):
+        extra = ["--track-process"] if mode == "process" else []
+        run_live("--video", clip, "--headless", "--quiet", "--engine", "none", "--events", tmp_path / f"{mode}.jsonl",
+                 "--summary-json", tmp_path / f"{mode}.json", *extra, cwd=tmp_path)
+        runs[mode] = [(e.onset_frame, e.apex_frame, e.offset_frame, e.kind) for e in
+                      read_events(tmp_path / f"{mode}.jsonl")]
+    assert runs["process"] == runs["loop"] and runs["loop"]
+    cut = tmp_path / "cut.avi"
+    data = clip.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    p = run_live("--video", cut, "--headless", "--engine", "none", "--track-process", "--summary-json",
+                 tmp_path / "cut.json", cwd=tmp_path)
+    s = json.loads((tmp_path / "cut.json").read_text())
+    full = json.loads((tmp_path / "loop.json").read_text())
+    assert s["faults"].get("truncated") == 1 and 0 < s["frames"] < full["frames"]
+    assert f"decoding stopped after {s['frames']} of {full['frames']} frames" in s["end_reason"]
+    assert "stopped early" in p.stdout

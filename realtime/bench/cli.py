@@ -165,9 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="motion samples per second of video, at most (default 0: every frame, the live path's); "
                          "100 = every 2nd frame at 200 fps")
     ap.add_argument("--tracker", choices=TRACKER_KINDS, default="fast", help="face tracker (default fast)")
-    ap.add_argument("--track-in-loop", action="store_true",
-                    help="decode and track in this process, as a live camera is (default: a second process does "
-                         "both ahead of the frame loop, realtime.stages.trackproc, as run_live.py does for a recording)")
+    ap.add_argument("--track-process", action="store_true",
+                    help="decode and track in a second process ahead of the frame loop (realtime.stages.trackproc, "
+                         "run_live.py --track-process); default: in this process, as run_live.py does")
     ap.add_argument("--max-faces", type=int, default=MAX_FACES, metavar="N",
                     help=f"faces the live path follows (default {MAX_FACES}, as run_live.py)")
     ap.add_argument("--spin", action="store_true",
@@ -218,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--max-faces must be 1 or more, got {a.max_faces}")
         cfg = BenchConfig(video=a.video, fps=a.fps, engine=a.engine, width=a.width, tracker=a.tracker,
                           max_faces=a.max_faces, faces_cost=a.faces_cost, spin=a.spin, runtime=a.runtime,
-                          motion_hz=a.motion_hz or None, track_process=not a.track_in_loop,
+                          motion_hz=a.motion_hz or None, track_process=a.track_process,
                           device=a.device, warmup=a.warmup, max_frames=a.max_frames,
                           draw="every" if a.draw_every_frame else "off" if a.no_draw else "display",
                           compare=a.compare, compare_frames=a.compare_frames,

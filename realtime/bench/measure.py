@@ -74,7 +74,7 @@ class BenchConfig:
     spin: bool = False                 # ONNX Runtime threads spin-wait (the live path's default: they do not)
     runtime: str = "best"              # the engine that runs a checkpoint (engines.recognizer.CHECKPOINT_ENGINES)
     motion_hz: float | None = MOTION_HZ  # PipelineConfig.motion_hz (None: every frame)
-    track_process: bool = True         # decode + track in a second process (trackproc.TrackedRecording)
+    track_process: bool = False        # decode + track in a second process (trackproc.TrackedRecording)
     device: str = "auto"
     warmup: int = 200                  # frames of the separate warm-up pass
     max_frames: int | None = None      # measure at most this many frames

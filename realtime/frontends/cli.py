@@ -274,7 +274,7 @@ def _loop(args, source, pipe, sinks, window: bool):
 
     try:
         outcome = drive(source, pipe, sinks, on_result=on_result, max_frames=args.max_frames,
-                        close_timeout=3.0 if source.live else 60.0, track_process=not args.track_in_loop)
+                        close_timeout=3.0 if source.live else 60.0, track_process=args.track_process)
     finally:
         bar.close()
     if outcome.interrupted:

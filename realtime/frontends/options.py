@@ -60,10 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--realtime", action="store_true",
                      help="play a video at its own rate like a camera (stale frames dropped and counted)")
     src.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
-    src.add_argument("--track-in-loop", action="store_true",
-                     help="a recording (video or frames): track faces in the frame loop (default: a second "
-                          "process decodes and tracks ahead of it, realtime.stages.trackproc; same results, "
-                          "faster on two or more cores); cameras and --realtime are always tracked in the loop")
+    src.add_argument("--track-process", action="store_true",
+                     help="a recording (video or frames): decode and track it in a second process ahead of the "
+                          "frame loop (realtime.stages.trackproc; same results, about 280 MB more memory; pays "
+                          "on more than two cores); cameras and --realtime are always tracked in the loop")
     src.add_argument("--on-stall", choices=("retry", "exit"), default="exit",
                      help="camera delivering nothing for --stall-timeout seconds: reopen and retry, or stop "
                           "(default exit)")

@@ -12,7 +12,11 @@ follows it (``tests/test_trackproc.py`` compares both on a real face clip).
 Why a process and not a thread: dlib's landmark call holds the GIL, so a tracking thread
 beside the frame loop ran no faster than the loop alone (the frames/s of
 ``python -m realtime.bench`` did not rise). Nothing is dropped, so this suits recordings
-(files and frame folders), not a live camera's newest-frame policy.
+(files and frame folders), not a live camera's newest-frame policy. Linux and macOS.
+
+It is opt-in (``run_live.py --track-process``, ``realtime.bench --track-process``): on two
+cores it gained 0.5-17 % in throughput, and its own models cost about 280 MB (README,
+"Tracking in a second process").
 
     with TrackedRecording(open_source(video="clip.mp4"), pipe.config) as src:
         for frame in src:
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -37,6 +42,7 @@ import numpy as np
 from realtime.stages.rate import RateLimit
 from realtime.stages.sources import Frame, Source, SourceError, open_source
 
+_ROOT = Path(__file__).resolve().parents[2]
 DEPTH = 8            # frame slots in the ring: how far the tracking process may run ahead
 START_TIMEOUT_S = 120.0   # the second process imports the tracker's models before its first frame
 
@@ -94,11 +100,16 @@ def _picklable(e: BaseException) -> BaseException:
 
 
 def _peak_rss_mb() -> float | None:
+    """This process's peak resident memory (Linux: VmHWM; ru_maxrss would carry the
+    launching process's peak across exec). None where there is no /proc."""
     try:
-        import resource
-    except ImportError:           # Windows
-        return None
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0    # KiB on Linux
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0      # kB
+    except OSError:
+        pass
+    return None
 
 
 def _serve(conn: Connection, open_kw: dict, spec: TrackSpec, depth: int) -> None:
@@ -169,6 +180,9 @@ class TrackedRecording:
     live = False
 
     def __init__(self, source: Source, config, depth: int = DEPTH) -> None:
+        if os.name != "posix":
+            raise SourceError(f"{source.name}: tracking in a second process needs Linux or macOS (it hands the "
+                              "process a pipe by file descriptor); track in the frame loop (leave out --track-process)")
         if getattr(source, "live", False):
             raise SourceError(f"{source.name}: a live source keeps only its newest frame; track it in the "
                               "frame loop (TrackedRecording reads recordings, which drop nothing)")
@@ -204,8 +218,10 @@ class TrackedRecording:
         if self._proc is None:
             ours, theirs = Pipe()
             job = json.dumps({"open": self._open_kw, "spec": dataclasses.asdict(self._spec), "depth": self._depth})
+            env = dict(os.environ)    # this project importable from any directory, installed or not
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH")) if p)
             self._proc = subprocess.Popen([sys.executable, "-m", "realtime.stages.trackproc", str(theirs.fileno()),
-                                           job], pass_fds=(theirs.fileno(),))
+                                           job], pass_fds=(theirs.fileno(),), env=env)
             theirs.close()
             self._conn = ours
         return self
