@@ -6,6 +6,7 @@
 - ``core.events``: the event record (JSON Lines) and the micro/macro rules.
 - ``core.stats`` and ``core.machine``: percentiles and the machine description reports print.
 - ``core.assets``: bundled media and face-model files.
+- ``core.files``: the sha256 that names a checkpoint (and its cached engines).
 
 Nothing here imports ``train``, ``engines`` or ``realtime``.
 """

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from importlib import metadata
 from pathlib import Path
 
 import psutil
-import torch
 
 LIBRARIES = ("numpy", "opencv-contrib-python", "opencv-python", "dlib", "dlib-bin", "mediapipe",
              "ai-edge-litert", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "torch",
@@ -48,8 +48,25 @@ def library_versions(names=LIBRARIES) -> dict[str, str]:
     return out
 
 
+def _torch_for_gpu():
+    """torch, if it is loaded already or there may be a GPU to ask it about; else None (a
+    process that never needed torch is not made to load it, ~200 MB, to describe itself)."""
+    if "torch" in sys.modules:
+        return sys.modules["torch"]
+    if sys.platform.startswith("linux") and not os.path.exists("/proc/driver/nvidia"):
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
 def describe() -> dict:
-    """Platform, CPU, cores, memory, GPU, library versions and the load average now."""
+    """Platform, CPU, cores, memory, GPU, library versions and the load average now.
+    ``torch_threads`` and ``cuda`` are None where this process has not loaded torch."""
+    torch = _torch_for_gpu()
+    versions = library_versions()
     d = {
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -57,14 +74,14 @@ def describe() -> dict:
         "cores_physical": physical_cores(),
         "cores_logical": os.cpu_count(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.version.cuda,
+        "torch": versions.get("torch"),
+        "torch_threads": torch.get_num_threads() if torch is not None else None,
+        "cuda": torch.version.cuda if torch is not None else None,
         "gpu": None,
-        "libraries": library_versions(),
+        "libraries": versions,
         "loadavg": load_average(),
     }
-    if torch.cuda.is_available():
+    if torch is not None and torch.cuda.is_available():
         d["gpu"] = torch.cuda.get_device_name(0)
         d["compute_capability"] = "%d.%d" % torch.cuda.get_device_capability(0)
     return d

@@ -17,7 +17,7 @@ Two variants, both one self-contained file (weights inline, opset 18):
   has no FP16 builder flag).
 
 The model's facts travel in the ONNX metadata_props (keys "moext.*", read back by
-``info_from_props``), so an engine file says which weights and classes it holds.
+``engines.runners.info_from_props``), so an engine file says which weights and classes it holds.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ import onnx
 import torch
 from torch import nn
 
-from engines.runners import BUILD_HINT, EngineError, ModelInfo, user_cache_dir
+from engines.runners import BUILD_HINT, EngineError, ModelInfo, cached_onnx_path
 from train.checkpoint import checkpoint_hash, load_classifier
 from train.moext import RecognitionGraph
 import hashlib
@@ -90,29 +90,6 @@ def metadata_props(info: ModelInfo, precision: str) -> dict[str, str]:
         "moext.params": str(int(info.params)),
         "moext.weights": Path(info.weights).name if info.weights else "",
     }
-
-
-def info_from_props(props: dict[str, str], where: str = "engine") -> ModelInfo:
-    """ModelInfo from ONNX metadata_props; refuses a graph without them."""
-    need = ("moext.classes", "moext.width", "moext.checkpoint_hash", "moext.input_size", "moext.mean", "moext.std")
-    missing = [k for k in need if k not in props]
-    if missing:
-        raise EngineError(f"{where}: metadata {missing} missing, so this is not a graph written by engines.export "
-                          f"(or it was edited); rebuild it with {BUILD_HINT.format(engine='onnx', out=where)}")
-    try:
-        return ModelInfo(
-            classes=tuple(json.loads(props["moext.classes"])),
-            width=float(props["moext.width"]),
-            checkpoint_hash=props["moext.checkpoint_hash"],
-            input_size=int(props["moext.input_size"]),
-            mean=tuple(json.loads(props["moext.mean"])),
-            std=tuple(json.loads(props["moext.std"])),
-            params=int(props.get("moext.params", "0") or 0),
-            weights=where,
-        )
-    except (ValueError, TypeError) as e:
-        raise EngineError(f"{where}: unreadable moext.* metadata ({e}); rebuild it with "
-                          f"{BUILD_HINT.format(engine='onnx', out=where)}") from None
 
 
 def export_onnx(graph: nn.Module, info: ModelInfo, out: str | Path, *, precision: str = "fp32",
@@ -184,11 +161,9 @@ def cached_export(graph: nn.Module, info: ModelInfo, precision: str = "fp32", ca
     precision "int8" quantises the cached fp32 export (engines.quantize) on ``calib``
     (a crop cache dir or a face video; default: the bundled sample video)."""
 
-    folder = user_cache_dir("onnx")
-    stem = f"moext-{info.checkpoint_hash[:24]}"
     if precision == "int8":
         tag = "video" if calib is None else hashlib.sha1(str(Path(calib).resolve()).encode()).hexdigest()[:8]
-        out = folder / f"{stem}-int8-{tag}.onnx"
+        out = cached_onnx_path(info.checkpoint_hash, f"int8-{tag}")
         if not out.is_file():
 
             fp32 = cached_export(graph, info, "fp32")
@@ -196,7 +171,7 @@ def cached_export(graph: nn.Module, info: ModelInfo, precision: str = "fp32", ca
             onset, apex = calibration_pairs(calib)
             quantize_qdq(fp32, out, onset, apex)
         return out
-    out = folder / f"{stem}-{precision}.onnx"
+    out = cached_onnx_path(info.checkpoint_hash, precision)
     if not out.is_file():
         log.info("exporting %s to %s (once; cached by checkpoint hash)", info.weights, out)
         export_onnx(graph, info, out, precision=precision)

@@ -35,22 +35,24 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from core.contract import InputContractError, check_pairs
-from engines.runners import BUILD_HINT, EngineError, Runner
-import torch
-from engines.runners.torch_runner import TorchRunner
-from engines.runners.cuda_runner import CudaRunner
-from engines.export import cached_export
+from core.files import file_sha256
+from engines.runners import BUILD_HINT, EngineError, Runner, cached_onnx_path
 from engines.runners.onnxruntime_runner import OrtRunner
-from engines.runners.tensorrt_runner import TensorRTRunner
 from engines.runners.triton_runner import TritonRunner
 from engines.serving import is_triton_spec
-from engines.export import load_checkpoint_graph
+
+# torch (and what needs it: the torch, CUDA and TensorRT runners, the ONNX export) is
+# imported where it is used: a checkpoint whose ONNX export is cached runs on ONNX Runtime
+# or OpenVINO without it, which keeps about 200 MB of memory and a second of start-up
+# out of every front end (README, "Latency benchmark").
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,12 @@ class DemoWeightsMissingError(FileNotFoundError):
 
 
 def _cuda_available() -> bool:
+    """An NVIDIA GPU that torch can use. On Linux without the NVIDIA driver loaded the
+    answer is no without importing torch."""
+    if sys.platform.startswith("linux") and not os.path.exists("/proc/driver/nvidia"):
+        return False
     try:
+        import torch
 
         return torch.cuda.is_available()
     except Exception:
@@ -139,6 +146,7 @@ class Recognizer:
             _check_hash(runner, expect_hash, "onnx")
             return cls(runner)
         if kind == "tensorrt":
+            from engines.runners.tensorrt_runner import TensorRTRunner
 
             return cls(TensorRTRunner(path, device="cuda" if device == "auto" else device, expect_hash=expect_hash))
         return cls._from_checkpoint(path, device, engine, threads=threads, compile=compile, calib=calib, spin=spin)
@@ -148,6 +156,11 @@ class Recognizer:
                          spin: bool = True) -> "Recognizer":
 
         order = engine_order(engine, device, _cuda_available())
+        cached = _from_cached_export(path, order[0], threads=threads, spin=spin)
+        if cached is not None:
+            return cls(cached)
+        from engines.export import load_checkpoint_graph
+
         graph, info = load_checkpoint_graph(path)  # a corrupt checkpoint raises CheckpointError here
         fallbacks = []
         for i, name in enumerate(order):
@@ -230,13 +243,41 @@ def _check_hash(runner: Runner, expect_hash: str | None, engine: str) -> None:
                           f"{BUILD_HINT.format(engine=engine, out=where)}")
 
 
+def _from_cached_export(path: Path, name: str, *, threads, spin: bool) -> Runner | None:
+    """The first-choice runner straight from the checkpoint's cached fp32 ONNX export
+    (ONNX Runtime, OpenVINO fp32 / bf16), without torch; None when there is no such export
+    yet, or it cannot be read (the caller then loads the checkpoint and exports it)."""
+    if name not in ("onnx", "openvino", "openvino-bf16"):
+        return None
+    digest = file_sha256(path)
+    onnx_path = cached_onnx_path(digest, "fp32")
+    if not onnx_path.is_file():
+        return None
+    try:
+        if name == "onnx":
+            runner = OrtRunner(onnx_path, threads=threads, spin=spin)
+        else:
+            from engines.runners.openvino_runner import OpenVinoRunner
+
+            runner = OpenVinoRunner(onnx_path, precision="fp32" if name == "openvino" else "bf16", threads=threads)
+    except Exception:        # damaged, or the runtime fails: the full path rebuilds it or falls back
+        return None
+    if runner.model.checkpoint_hash != digest:
+        runner.close()
+        return None
+    runner.model = dataclasses.replace(runner.model, weights=str(path))  # the checkpoint, not the cache file
+    return runner
+
+
 def _make_runner(name: str, graph, info, device: str, *, threads, compile, calib, spin: bool = True) -> Runner:
     """Build one runner for an already loaded checkpoint graph."""
     if name == "torch":
+        from engines.runners.torch_runner import TorchRunner
 
         dev = "cpu" if device == "auto" else device
         return TorchRunner(graph, info, device=dev, threads=threads)
     if name == "cuda":
+        from engines.runners.cuda_runner import CudaRunner
 
         # A copy: the runner casts to fp16 in place, and a fallback needs the fp32 graph.
         return CudaRunner(copy.deepcopy(graph), info, device="cuda" if device == "auto" else device, compile=compile)
@@ -256,6 +297,8 @@ def _cached_export_runner(graph, info, export: str, calib, make: Callable[[Path]
     """``make(path)`` (ONNX Runtime or OpenVINO) on the checkpoint's ``export`` ("fp32" or
     "int8") in the user's cache dir (made once per checkpoint hash; a damaged cache file is
     rebuilt once)."""
+    from engines.export import cached_export
+
     for attempt in range(2):
         path = cached_export(graph, info, export, calib=calib)
         try:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import onnx
 
-from engines.export import check_onnx_file, info_from_props
-from engines.runners import EngineError, ModelInfo
+from engines.export import check_onnx_file
+from engines.runners import EngineError, ModelInfo, info_from_props
 from engines.runners.tensorrt_runner import model_info_from_metadata, read_plan_metadata
 from engines.serving import DEFAULT_MODEL, INFO_PARAMETER, INPUT_NAMES, OUTPUT_NAME, info_json
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -17,11 +20,11 @@ import torch
 from torch import nn
 
 from core.contract import InputContractError
-from engines.export import cached_export, export_onnx, info_from_props, load_checkpoint_graph
+from engines.export import cached_export, export_onnx, load_checkpoint_graph
 from engines.quantize import (LOW_PRECISION_MAX_ABS_DIFF, noise_spread, parity_report, quantize_qdq, split_pairs,
                               video_pairs)
 from engines.recognizer import DEMO_WEIGHTS, DemoWeightsMissingError, Recognizer, engine_order
-from engines.runners import EngineError
+from engines.runners import EngineError, info_from_props
 from engines.runners.onnxruntime_runner import OrtRunner
 from engines.runners.torch_runner import TorchRunner
 from train.checkpoint import CheckpointError, save_checkpoint
@@ -262,6 +265,33 @@ def test_cuda_engine_without_gpu_is_a_clear_error(ckpt):
         Recognizer.load(ckpt, engine="cuda")
 
 
+def test_a_cached_export_runs_without_loading_torch(ckpt, cache_dir, reference, faces):
+    """Once a checkpoint's ONNX export is cached, loading it (and importing every front end)
+    does not import torch: ~200 MB and a second of start-up stay out of the live path. The
+    probabilities are the export's, as before."""
+    onset, apex = faces
+    first = Recognizer.load(ckpt, device="cpu")            # exports once (torch, in this process)
+    assert first.name == "onnxruntime"
+    code = (
+        "import sys, json, numpy as np\n"
+        "import realtime.frontends.cli, realtime.bench.cli, realtime.batch.cli, realtime.evaluate.cli\n"
+        "from engines.recognizer import Recognizer\n"
+        f"r = Recognizer.load({str(ckpt)!r}, device='cpu')\n"
+        f"d = np.load({str(cache_dir / 'pairs.npz')!r})\n"
+        "p = r.predict(d['onset'], d['apex'])\n"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'engine': r.name, 'weights': r.info()['weights'], "
+        "'p': p.tolist()}))\n")
+    np.savez(cache_dir / "pairs.npz", onset=onset, apex=apex)
+    env = dict(os.environ, MOEXT_CACHE_DIR=str(cache_dir))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["torch"] is False and got["engine"] == "onnxruntime" and got["weights"] == str(ckpt)
+    np.testing.assert_allclose(np.array(got["p"]), first.predict(onset, apex), atol=1e-6)
+    np.testing.assert_allclose(np.array(got["p"]), reference.run(onset, apex), atol=1e-4)
+
+
 def test_best_engine_falls_back_with_logged_reason(ckpt, monkeypatch, caplog):
     """If ONNX Runtime cannot run, a checkpoint still loads on eager torch, with the reason logged."""
     import engines.recognizer as recognizer
@@ -269,7 +299,7 @@ def test_best_engine_falls_back_with_logged_reason(ckpt, monkeypatch, caplog):
     def broken(*a, **k):
         raise EngineError("onnxruntime broke (simulated)")
 
-    monkeypatch.setattr(recognizer, "_cached_export_runner", broken)
+    monkeypatch.setattr(recognizer, "OrtRunner", broken)      # the cached-export shortcut and the full path
     with caplog.at_level("WARNING", logger="engines.recognizer"):
         rec = Recognizer.load(ckpt, device="cpu")
     assert rec.name == "torch"

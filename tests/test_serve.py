@@ -262,7 +262,7 @@ def test_model_repository_config_parses_and_matches_the_onnx_model(tmp_path, dem
 @needs_client
 def test_model_repository_for_a_tensorrt_plan(tmp_path, demo_onnx):
     """A plan goes to the tensorrt backend on the GPU, with dims from its metadata (no TensorRT needed)."""
-    from engines.export import info_from_props
+    from engines.runners import info_from_props
     from engines.tensorrt_build import build_recipe, plan_metadata
     from tritonclient.grpc import model_config_pb2
 

@@ -32,6 +32,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from core.files import file_sha256
 from train.moext import MoExtClassifier, MoExtConfig, MoExtPretrainer
 
 FORMAT = "moext-checkpoint/1"
@@ -56,11 +57,7 @@ def checkpoint_hash(path: str | Path) -> str:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 def tensors_digest(state: Mapping[str, torch.Tensor]) -> str:

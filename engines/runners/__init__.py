@@ -18,6 +18,7 @@ graph input fixed by engines/export.py: float32 NCHW RGB in 0..255, normalised i
 """
 from __future__ import annotations
 
+import json
 import os
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
@@ -105,11 +106,43 @@ def user_cache_dir(*parts: str) -> Path:
     return path
 
 
+def cached_onnx_path(checkpoint_hash: str, variant: str = "fp32") -> Path:
+    """Where ``engines.export.cached_export`` keeps a checkpoint's ONNX export (``variant``
+    "fp32", "fp16" or "int8-TAG"), keyed by the checkpoint file's sha256."""
+    return user_cache_dir("onnx") / f"moext-{checkpoint_hash[:24]}-{variant}.onnx"
+
+
+def info_from_props(props: dict[str, str], where: str = "engine") -> ModelInfo:
+    """ModelInfo from ONNX metadata_props; refuses a graph without them."""
+    need = ("moext.classes", "moext.width", "moext.checkpoint_hash", "moext.input_size", "moext.mean", "moext.std")
+    missing = [k for k in need if k not in props]
+    if missing:
+        raise EngineError(f"{where}: metadata {missing} missing, so this is not a graph written by engines.export "
+                          f"(or it was edited); rebuild it with {BUILD_HINT.format(engine='onnx', out=where)}")
+    try:
+        return ModelInfo(
+            classes=tuple(json.loads(props["moext.classes"])),
+            width=float(props["moext.width"]),
+            checkpoint_hash=props["moext.checkpoint_hash"],
+            input_size=int(props["moext.input_size"]),
+            mean=tuple(json.loads(props["moext.mean"])),
+            std=tuple(json.loads(props["moext.std"])),
+            params=int(props.get("moext.params", "0") or 0),
+            weights=where,
+        )
+    except (ValueError, TypeError) as e:
+        raise EngineError(f"{where}: unreadable moext.* metadata ({e}); rebuild it with "
+                          f"{BUILD_HINT.format(engine='onnx', out=where)}") from None
+
+
+
 __all__ = [
     "BUILD_HINT",
     "EngineError",
     "EngineUnavailableError",
     "ModelInfo",
     "Runner",
+    "cached_onnx_path",
+    "info_from_props",
     "user_cache_dir",
 ]

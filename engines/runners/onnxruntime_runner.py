@@ -13,8 +13,7 @@ import numpy as np
 
 from core.contract import to_nchw_float
 from core.machine import physical_cores
-from engines.runners import BUILD_HINT, EngineError, Runner
-from engines.export import info_from_props
+from engines.runners import BUILD_HINT, EngineError, Runner, info_from_props
 import onnxruntime as ort
 
 INPUT_NAMES = ("onset", "apex")

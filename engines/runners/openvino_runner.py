@@ -19,8 +19,7 @@ import numpy as np
 
 from core.contract import to_nchw_float
 from core.machine import physical_cores
-from engines.export import info_from_props
-from engines.runners import BUILD_HINT, EngineError, EngineUnavailableError, Runner
+from engines.runners import BUILD_HINT, EngineError, EngineUnavailableError, Runner, info_from_props
 from engines.runners.onnxruntime_runner import INPUT_NAMES, OUTPUT_NAME, check_io
 
 PRECISIONS = ("fp32", "bf16", "int8")

@@ -74,7 +74,6 @@ from typing import Sequence
 
 from core.face import TRACKER_KINDS
 from engines.recognizer import CHECKPOINT_ENGINES
-from realtime.bench.compare import run_compare
 from realtime.bench.faces import face_cost
 from realtime.bench.faces import markdown_rows as faces_markdown
 from realtime.bench.measure import (COMPARE_ENGINES, DISPLAY_FPS, BenchConfig, describe_machine, load_engine, measure,
@@ -117,6 +116,8 @@ def run(cfg: BenchConfig, argv: Sequence[str] | None = None, say=print) -> dict:
         m = measure(clip, cfg, engine, models)
         report = build_report(clip, cfg, engine, warm, m, machine, argv)
         if cfg.compare:
+            from realtime.bench.compare import run_compare   # loads torch (eager reference): only here
+
             report["compare"] = run_compare(clip, cfg, engine, say)
         if cfg.faces_cost:
             say("cost per face: a 3-face clip at 1, 2 and 3 faces followed ...")

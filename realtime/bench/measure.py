@@ -28,9 +28,8 @@ from tqdm import tqdm
 
 from core.events import read_ground_truth
 from core.face import Landmarks68, align_pair, alignment_transform, box_from_landmarks, face_models
-from core.machine import load_average
+from core.machine import describe, load_average
 from core.stats import percentiles
-from engines.bench import machine, random_checkpoint
 from engines.recognizer import DEMO_WEIGHTS
 from engines.recognizer import load_engine as pick_engine
 from realtime.bench.reference import reference_loop
@@ -193,6 +192,8 @@ def load_engine(cfg: BenchConfig) -> Engine:
     note = ""
     random_init = False
     if cfg.width is not None:
+        from engines.bench import random_checkpoint   # torch: only for a random-init network
+
         ckpt, random_init = random_checkpoint(cfg.width), True
         spec = f"random init, width {cfg.width:g}"
         rec, _ = pick_engine(str(ckpt), device=cfg.device, spin=cfg.spin, engine=cfg.runtime)
@@ -203,6 +204,8 @@ def load_engine(cfg: BenchConfig) -> Engine:
             return Engine(None, "none", None, {"width": None, "params": 0, "weights": None, "random_init": False},
                           f"{why}, there is no infer stage")
         if rec is None:   # "auto" and the demo weights are missing
+            from engines.bench import random_checkpoint
+
             ckpt, random_init = random_checkpoint(DEMO_FALLBACK_WIDTH), True
             spec = f"auto (demo weights missing: random init, width {DEMO_FALLBACK_WIDTH:g})"
             note = (f"the demo weights {DEMO_WEIGHTS} are missing: timing a random-init network of width "
@@ -272,11 +275,13 @@ class SpotLog:
 
 
 def describe_machine() -> dict:
-    """engines.bench.machine() (core.machine.describe(): CPU, cores, memory, GPU, library
-    versions; plus the engine runtimes) and the frame loop's OpenCV settings. The load
-    average is left out here: the report takes it before and after the measured pass."""
-    d = machine()
-    d.pop("loadavg_1min", None)
+    """core.machine.describe() (CPU, cores, memory, GPU, library versions), the engine
+    runtimes' versions (as engines.bench.machine() gives them, without loading torch: the
+    live path does not) and the frame loop's OpenCV settings. The load average is left out
+    here: the report takes it before and after the measured pass."""
+    d = describe()
+    d["onnxruntime"] = d["libraries"].get("onnxruntime") or d["libraries"].get("onnxruntime-gpu")
+    d["tensorrt"] = d["libraries"].get("tensorrt")
     d.pop("loadavg", None)
     d["opencv"] = cv2.__version__
     d["opencv_threads"] = cv2.getNumThreads()
