@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from core import assets
@@ -63,6 +64,23 @@ def test_second_process_gives_the_loops_results_frame_for_frame():
         if ra[4] is not None:
             assert rb[4] == pytest.approx(ra[4], rel=1e-6, abs=1e-9)
     assert out_b.summary.frames_with_face == out_a.summary.frames_with_face
+
+
+def test_a_frame_folder_goes_through_the_second_process_too(tmp_path):
+    cap = cv2.VideoCapture(str(assets.sample_path("micro")))
+    for i in range(40):
+        ok, f = cap.read()
+        assert ok
+        cv2.imwrite(str(tmp_path / f"img{i}.png"), f)
+    with open_source(images=tmp_path, fps=100.0) as src:
+        loop = [(f.index, f.image) for f in src]
+    with open_source(images=tmp_path, fps=100.0) as src:
+        rec = TrackedRecording(src, PipelineConfig(fps=100.0, engine="none"))
+        got = [(f.index, f.image, f.tracked) for f in rec]
+        assert src.frames_read == 40 and src.size == (loop[0][1].shape[1], loop[0][1].shape[0])
+    assert [i for i, *_ in got] == [i for i, _ in loop]
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(got, loop))       # the same pixels
+    assert all(t is not None and t[0] and t[0][0].found for *_, t in got)    # the face, every frame
 
 
 def test_leaving_early_ends_the_process_and_frees_the_shared_frames():

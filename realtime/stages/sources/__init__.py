@@ -19,6 +19,8 @@ One interface for everything that produces frames (REALTIME.md, "source"):
                      runs from here; a file's frames decoded ahead count from when they are
                      taken, not from when they waited in the read-ahead queue).
     ``decode_ms``    time spent reading/decoding it (the "decode" stage).
+    ``tracked``      None, or the frame's tracking done already (``realtime.stages.trackproc``
+                     decodes and tracks a recording in a second process).
 
 ``Source`` (from ``open_source``)
     ``.fps``, ``.name``, ``.size`` (w, h), ``.live`` (True for cameras, streams and
