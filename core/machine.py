@@ -48,12 +48,18 @@ def library_versions(names=LIBRARIES) -> dict[str, str]:
     return out
 
 
+def no_nvidia_driver() -> bool:
+    """True where there is certainly no NVIDIA GPU to use (Linux without the NVIDIA driver
+    loaded), so asking torch, and loading it (~200 MB, a second), can be skipped."""
+    return sys.platform.startswith("linux") and not os.path.exists("/proc/driver/nvidia")
+
+
 def _torch_for_gpu():
     """torch, if it is loaded already or there may be a GPU to ask it about; else None (a
-    process that never needed torch is not made to load it, ~200 MB, to describe itself)."""
+    process that never needed torch is not made to load it to describe itself)."""
     if "torch" in sys.modules:
         return sys.modules["torch"]
-    if sys.platform.startswith("linux") and not os.path.exists("/proc/driver/nvidia"):
+    if no_nvidia_driver():
         return None
     try:
         import torch

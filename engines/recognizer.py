@@ -35,8 +35,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import os
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -44,6 +42,7 @@ import numpy as np
 
 from core.contract import InputContractError, check_pairs
 from core.files import file_sha256
+from core.machine import no_nvidia_driver
 from engines.runners import BUILD_HINT, EngineError, Runner, cached_onnx_path
 from engines.runners.onnxruntime_runner import OrtRunner
 from engines.runners.triton_runner import TritonRunner
@@ -69,7 +68,7 @@ class DemoWeightsMissingError(FileNotFoundError):
 def _cuda_available() -> bool:
     """An NVIDIA GPU that torch can use. On Linux without the NVIDIA driver loaded the
     answer is no without importing torch."""
-    if sys.platform.startswith("linux") and not os.path.exists("/proc/driver/nvidia"):
+    if no_nvidia_driver():
         return False
     try:
         import torch

@@ -43,7 +43,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 log = logging.getLogger("realtime.frontends.webrtc")
 
 OFFER_TIMEOUT_S = 20.0
-WEBCAM_FPS = 30.0  # the stream's nominal rate (time windows follow the frames' arrival times anyway)
+WEBCAM_FPS = 30.0  # the stream's nominal rate (time windows follow the sender's timestamps anyway)
 ICE_SERVERS: list[dict] = []  # e.g. [{"urls": "turn:host:3478", "username": ..., "credential": ...}]
 INSTALL_HINT = 'WebRTC needs aiortc: pip install -e ".[webrtc]"'
 

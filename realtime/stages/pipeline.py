@@ -404,7 +404,7 @@ class Pipeline:
             image = ensure_bgr(frame.image)
             refresh = n % self._landmarks.every == 0
             try:
-                results = self._track(image, refresh)
+                results = track_once(self.tracker, image, refresh)
             except Exception:  # counted when the frame comes again through process()
                 continue
             stop = False
@@ -440,9 +440,6 @@ class Pipeline:
             self.primed = len(per_face[first][3])
             self._primed = usable
         return self.primed
-
-    def _track(self, image: np.ndarray, refresh: bool) -> list:
-        return track_once(self.tracker, image, refresh)
 
     # -- the per-frame path ------------------------------------------------------------------
     def process(self, frame: Frame) -> FrameResult:

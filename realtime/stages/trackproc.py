@@ -286,7 +286,8 @@ class TrackedRecording:
         return self._conn.recv()
 
     def close(self) -> None:
-        """Stop the second process (it frees the shared frames) and close the source."""
+        """Stop the second process (it frees the shared frames). The source stays open: it
+        is its opener's to close."""
         self._ring = None
         if self._shm is not None:
             self._shm.close()
@@ -308,7 +309,6 @@ class TrackedRecording:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-        self.source.close()
 
 
 def main(argv: list[str] | None = None) -> int:
