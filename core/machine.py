@@ -50,7 +50,7 @@ def library_versions(names=LIBRARIES) -> dict[str, str]:
 
 def no_nvidia_driver() -> bool:
     """True where there is certainly no NVIDIA GPU to use (Linux without the NVIDIA driver
-    loaded), so asking torch, and loading it (~200 MB, a second), can be skipped."""
+    loaded), so asking torch, and loading it (230-270 MB resident), can be skipped."""
     return sys.platform.startswith("linux") and not os.path.exists("/proc/driver/nvidia")
 
 

@@ -50,7 +50,7 @@ from engines.serving import is_triton_spec
 
 # torch (and what needs it: the torch, CUDA and TensorRT runners, the ONNX export) is
 # imported where it is used: a checkpoint whose ONNX export is cached runs on ONNX Runtime
-# or OpenVINO without it, which keeps about 200 MB of memory and a second of start-up
+# or OpenVINO without it, which keeps 230-270 MB of resident memory
 # out of every front end (README, "Latency benchmark").
 
 log = logging.getLogger(__name__)
